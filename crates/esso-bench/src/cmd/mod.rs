@@ -1,0 +1,4 @@
+//! One module per `esso` subcommand.
+
+pub mod fetch;
+pub mod hessian;

@@ -1,0 +1,4 @@
+//! # esso-bench
+//!
+//! Experiments from config files, results in HDF5, the `esso` command line and the
+//! benchmarks. The only crate that writes results files.

@@ -1,0 +1,30 @@
+//! The `esso` command line: fetch data, inspect exact curvature, run experiments.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// esso: exact stochastic second-order deep learning.
+#[derive(Debug, Parser)]
+#[command(name = "esso", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download MNIST / Fashion-MNIST into the cache and verify their checksums.
+    Fetch(cmd::fetch::FetchArgs),
+    /// Print the exact single-sample Hessian quantities of a model as JSON.
+    Hessian(cmd::hessian::HessianArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Hessian(args) => cmd::hessian::run(args),
+    }
+}
