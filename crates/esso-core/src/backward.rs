@@ -161,7 +161,8 @@ impl SecondOrderTrace {
         &self.curvatures[layer_idx]
     }
 
-    /// H_l = ∂²ℓ/∂z_l², n_l × n_l, symmetric, for layer `layer_idx`.
+    /// H_l = ∂²ℓ/∂z_l², n_l × n_l, exactly symmetric (both triangles hold the same bits), for
+    /// layer `layer_idx`.
     pub fn pre_activation_hessian(&self, layer_idx: usize) -> &Array2<f64> {
         &self.hessians[layer_idx]
     }
@@ -287,11 +288,16 @@ impl Mlp {
             general_mat_mul(1.0, &w_next.t(), &*hw, 0.0, h);
             let s = &trace.slopes[layer_idx];
             let c = &trace.curvatures[layer_idx];
-            for ((i, j), v) in h.indexed_iter_mut() {
-                *v *= s[i] * s[j];
-                if i == j {
-                    *v += c[i];
+            // Scale by s_i s_j, add c on the diagonal, and symmetrise exactly (the GEMM
+            // rounds the two triangles differently).
+            let n = h.nrows();
+            for i in 0..n {
+                for j in 0..i {
+                    let v = 0.5 * (h[[i, j]] + h[[j, i]]) * s[i] * s[j];
+                    h[[i, j]] = v;
+                    h[[j, i]] = v;
                 }
+                h[[i, i]] = h[[i, i]] * s[i] * s[i] + c[i];
             }
         }
         Ok(trace.loss)
