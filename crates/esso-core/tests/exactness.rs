@@ -215,12 +215,12 @@ fn batched_forward_and_mean_gradient_equal_per_sample_results() {
         let mut mean_loss = 0.0;
         let mut fwd = ForwardTrace::new(&mlp);
         let mut bwd = BackwardTrace::new(&mlp);
-        for i in 0..n {
+        for (i, &class) in classes.iter().enumerate() {
             mlp.forward_into(&xs.row(i), &mut fwd).unwrap();
             let err = max_abs(logits.row(i).iter().zip(fwd.logits()).map(|(a, b)| a - b));
             assert!(err < 1e-13, "{act}: batched logits differ by {err:e}");
             mean_loss += mlp
-                .backward_into(&fwd, Loss::CrossEntropy, Target::Class(classes[i]), &mut bwd)
+                .backward_into(&fwd, Loss::CrossEntropy, Target::Class(class), &mut bwd)
                 .unwrap()
                 / n as f64;
             bwd.add_gradient_to(&fwd, 1.0 / n as f64, &mut mean_grad);
