@@ -99,8 +99,7 @@ pub fn ensure(check_only: bool) -> Result<()> {
     if !status.success() {
         bail!("apt-get install failed ({status}); run by hand: {command}");
     }
-    let still: Vec<&str> =
-        PREREQS.iter().filter(|p| !(p.check)()).map(|p| p.package).collect();
+    let still: Vec<&str> = PREREQS.iter().filter(|p| !(p.check)()).map(|p| p.package).collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
