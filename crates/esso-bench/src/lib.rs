@@ -2,3 +2,5 @@
 //!
 //! Experiments from config files, results in HDF5, the `esso` command line and the
 //! benchmarks. The only crate that writes results files.
+
+pub mod results;

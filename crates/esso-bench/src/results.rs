@@ -1,0 +1,330 @@
+//! Run results in memory and in HDF5 (layout: docs/results-format.md).
+//!
+//! A [`RunRecord`] is everything one run produces. [`RunRecord::save`] writes it to HDF5
+//! atomically (a temporary file renamed over the old one), so an interrupted run always leaves
+//! a valid file holding the epochs completed so far; [`RunRecord::load`] reads it back.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use hdf5::types::VarLenUnicode;
+use ndarray::{Array1, Array2};
+
+/// The format version written in the `format_version` attribute.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Columns of f64 with names: one HDF5 group, one 1-D dataset per column.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    names: Vec<String>,
+    columns: Vec<Vec<f64>>,
+}
+
+impl Table {
+    /// An empty table with these column names.
+    pub fn new(names: &[&str]) -> Self {
+        Table {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            columns: vec![Vec::new(); names.len()],
+        }
+    }
+
+    /// Appends one row.
+    ///
+    /// # Panics
+    /// If `row` has a different length than the table has columns (a caller bug).
+    pub fn push(&mut self, row: &[f64]) {
+        assert_eq!(row.len(), self.names.len(), "row length differs from column count");
+        for (col, &v) in self.columns.iter_mut().zip(row) {
+            col.push(v);
+        }
+    }
+
+    /// Number of rows.
+    pub fn n_rows(&self) -> usize {
+        self.columns.first().map_or(0, Vec::len)
+    }
+
+    /// Column names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&[f64]> {
+        self.names.iter().position(|n| n == name).map(|i| self.columns[i].as_slice())
+    }
+
+    /// The last value of column `name`.
+    pub fn last(&self, name: &str) -> Option<f64> {
+        self.column(name).and_then(|c| c.last().copied())
+    }
+
+    /// Keeps only the first `n_rows` rows (used to roll back to a checkpoint).
+    pub fn truncate(&mut self, n_rows: usize) {
+        for c in &mut self.columns {
+            c.truncate(n_rows);
+        }
+    }
+}
+
+/// How a run ended (or that it has not).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    /// Still running, or interrupted: the file holds the epochs completed so far.
+    Running,
+    /// All epochs done.
+    Completed,
+    /// A non-finite loss, gradient or parameter stopped the run.
+    Diverged {
+        /// The step at which it happened.
+        step: u64,
+        /// The message of the optimiser's error.
+        message: String,
+    },
+}
+
+impl RunStatus {
+    /// `running`, `completed` or `diverged`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Diverged { .. } => "diverged",
+        }
+    }
+}
+
+/// A named 2-D array (e.g. eigenvalue histograms, one row per tracking point).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    /// Dataset path inside the file, e.g. `spectra/layer_0/histogram`.
+    pub path: String,
+    /// The values.
+    pub values: Array2<f64>,
+}
+
+/// Everything one run produces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Run name (unique within an experiment).
+    pub name: String,
+    /// The full, resolved config of this run as TOML.
+    pub config_toml: String,
+    /// The seed.
+    pub seed: u64,
+    /// The esso version that wrote the file.
+    pub esso_version: String,
+    /// `git rev-parse HEAD` of the source tree, or `unknown`.
+    pub git_revision: String,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// Per-epoch series: `epoch`, `step`, `train_loss`, `test_loss`, `test_accuracy`, …
+    pub epochs: Table,
+    /// Per-evaluation series (evaluations within epochs), same columns.
+    pub evals: Table,
+    /// Optimiser diagnostics per recorded step.
+    pub steps: Table,
+    /// Curvature-tracking series (`step`, then per-layer statistics).
+    pub curvature: Table,
+    /// Extra arrays (histograms, pooled eigenvalues, …).
+    pub arrays: Vec<Matrix>,
+    /// Final (or latest) weights, per layer: (W, b).
+    pub weights: Vec<(Array2<f64>, Array1<f64>)>,
+}
+
+fn attr_str(loc: &hdf5::Location, name: &str, value: &str) -> Result<()> {
+    let v: VarLenUnicode =
+        value.parse().map_err(|e| anyhow::anyhow!("attribute {name} is not valid text: {e:?}"))?;
+    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)?;
+    Ok(())
+}
+
+fn read_attr_str(loc: &hdf5::Location, name: &str) -> Result<String> {
+    Ok(loc
+        .attr(name)
+        .with_context(|| format!("missing attribute {name}"))?
+        .read_scalar::<VarLenUnicode>()?
+        .as_str()
+        .to_string())
+}
+
+fn write_table(file: &hdf5::File, group: &str, table: &Table) -> Result<()> {
+    let g = file.create_group(group)?;
+    let order = table.names.join(",");
+    attr_str(&g, "columns", &order)?;
+    for (name, col) in table.names.iter().zip(&table.columns) {
+        g.new_dataset_builder().with_data(col.as_slice()).create(name.as_str())?;
+    }
+    Ok(())
+}
+
+fn read_table(file: &hdf5::File, group: &str) -> Result<Table> {
+    let g = file.group(group).with_context(|| format!("missing group /{group}"))?;
+    let order = read_attr_str(&g, "columns")?;
+    let names: Vec<String> =
+        if order.is_empty() { Vec::new() } else { order.split(',').map(str::to_string).collect() };
+    let mut columns = Vec::with_capacity(names.len());
+    for name in &names {
+        let ds = g.dataset(name).with_context(|| format!("missing dataset /{group}/{name}"))?;
+        columns.push(ds.read_raw::<f64>()?);
+    }
+    Ok(Table { names, columns })
+}
+
+impl RunRecord {
+    /// Writes the record to `path` atomically: a temporary file in the same folder, then a
+    /// rename, so readers never see a half-written file.
+    ///
+    /// # Errors
+    /// IO and HDF5 errors, with the path.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tmp = tmp_path(path);
+        self.write(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        Ok(())
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let file = hdf5::File::create(path)?;
+        file.new_attr::<u32>().create("format_version")?.write_scalar(&FORMAT_VERSION)?;
+        attr_str(&file, "name", &self.name)?;
+        attr_str(&file, "config", &self.config_toml)?;
+        file.new_attr::<u64>().create("seed")?.write_scalar(&self.seed)?;
+        attr_str(&file, "esso_version", &self.esso_version)?;
+        attr_str(&file, "git_revision", &self.git_revision)?;
+        attr_str(&file, "status", self.status.name())?;
+        if let RunStatus::Diverged { step, message } = &self.status {
+            file.new_attr::<u64>().create("diverged_step")?.write_scalar(step)?;
+            attr_str(&file, "diverged_message", message)?;
+        }
+        write_table(&file, "epochs", &self.epochs)?;
+        write_table(&file, "evals", &self.evals)?;
+        write_table(&file, "steps", &self.steps)?;
+        write_table(&file, "curvature", &self.curvature)?;
+        let arrays = file.create_group("arrays")?;
+        let names: Vec<&str> = self.arrays.iter().map(|m| m.path.as_str()).collect();
+        attr_str(&arrays, "names", &names.join(","))?;
+        for m in &self.arrays {
+            let ds_name = m.path.replace('/', "__");
+            arrays.new_dataset_builder().with_data(&m.values).create(ds_name.as_str())?;
+        }
+        let weights = file.create_group("weights")?;
+        weights.new_attr::<u64>().create("n_layers")?.write_scalar(&(self.weights.len() as u64))?;
+        for (layer_idx, (w, b)) in self.weights.iter().enumerate() {
+            let g = weights.create_group(&format!("layer_{layer_idx}"))?;
+            g.new_dataset_builder().with_data(w).create("weight")?;
+            g.new_dataset_builder().with_data(b).create("bias")?;
+        }
+        file.flush()?;
+        Ok(())
+    }
+
+    /// Reads a record written by [`RunRecord::save`].
+    ///
+    /// # Errors
+    /// A missing or corrupt file, or one of another format version, with the path.
+    pub fn load(path: &Path) -> Result<RunRecord> {
+        Self::read(path).with_context(|| format!("reading results file {}", path.display()))
+    }
+
+    fn read(path: &Path) -> Result<RunRecord> {
+        let file = hdf5::File::open(path)?;
+        let version = file.attr("format_version")?.read_scalar::<u32>()?;
+        if version != FORMAT_VERSION {
+            bail!("format version {version}, this esso reads {FORMAT_VERSION}");
+        }
+        let status = match read_attr_str(&file, "status")?.as_str() {
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "diverged" => RunStatus::Diverged {
+                step: file.attr("diverged_step")?.read_scalar::<u64>()?,
+                message: read_attr_str(&file, "diverged_message")?,
+            },
+            other => bail!("unknown status {other:?}"),
+        };
+        let arrays_group = file.group("arrays")?;
+        let names = read_attr_str(&arrays_group, "names")?;
+        let mut arrays = Vec::new();
+        for name in names.split(',').filter(|s| !s.is_empty()) {
+            let ds = arrays_group.dataset(&name.replace('/', "__"))?;
+            arrays.push(Matrix { path: name.to_string(), values: ds.read_2d::<f64>()? });
+        }
+        let weights_group = file.group("weights")?;
+        let n_layers = weights_group.attr("n_layers")?.read_scalar::<u64>()?;
+        let mut weights = Vec::new();
+        for layer_idx in 0..n_layers {
+            let g = weights_group.group(&format!("layer_{layer_idx}"))?;
+            weights.push((
+                g.dataset("weight")?.read_2d::<f64>()?,
+                g.dataset("bias")?.read_1d::<f64>()?,
+            ));
+        }
+        Ok(RunRecord {
+            name: read_attr_str(&file, "name")?,
+            config_toml: read_attr_str(&file, "config")?,
+            seed: file.attr("seed")?.read_scalar::<u64>()?,
+            esso_version: read_attr_str(&file, "esso_version")?,
+            git_revision: read_attr_str(&file, "git_revision")?,
+            status,
+            epochs: read_table(&file, "epochs")?,
+            evals: read_table(&file, "evals")?,
+            steps: read_table(&file, "steps")?,
+            curvature: read_table(&file, "curvature")?,
+            arrays,
+            weights,
+        })
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn hdf5_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.h5");
+        let mut epochs = Table::new(&["epoch", "train_loss"]);
+        epochs.push(&[1.0, 0.5]);
+        epochs.push(&[2.0, 0.25]);
+        let record = RunRecord {
+            name: "sgd-seed0".into(),
+            config_toml: "[optimizer]\nkind = \"sgd\"\n".into(),
+            seed: 7,
+            esso_version: "0.1.0".into(),
+            git_revision: "abc".into(),
+            status: RunStatus::Diverged { step: 12, message: "loss is NaN".into() },
+            epochs,
+            evals: Table::new(&["step"]),
+            steps: Table::default(),
+            curvature: Table::new(&["step", "layer_0_min"]),
+            arrays: vec![Matrix {
+                path: "spectra/hist".into(),
+                values: array![[1.0, 2.0], [3.0, 4.0]],
+            }],
+            weights: vec![(array![[1.0, 2.0]], array![0.5])],
+        };
+        record.save(&path).unwrap();
+        assert!(!tmp_path(&path).exists());
+        let back = RunRecord::load(&path).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.h5");
+        std::fs::write(&path, b"not hdf5").unwrap();
+        let err = format!("{:#}", RunRecord::load(&path).unwrap_err());
+        assert!(err.contains("bad.h5"), "{err}");
+    }
+}
