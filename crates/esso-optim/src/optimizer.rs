@@ -1,0 +1,277 @@
+//! The optimiser interface shared by ESSO and the baselines, its step report and its state.
+
+use esso_core::{Loss, Mlp, Params, Targets};
+use ndarray::ArrayRef2;
+use serde::{Deserialize, Serialize};
+
+use crate::adam::AdamState;
+use crate::error::{NonFiniteQuantity, OptimError, Result};
+use crate::esso::EssoState;
+use crate::sgd::SgdState;
+
+/// One optimiser: a step on the network for one sample or one mini-batch.
+///
+/// Hyperparameters are fixed at construction (see [`crate::OptimizerConfig::build`]); the
+/// per-run memory (step counter, momentum, moments, running means) is owned by the
+/// optimiser and can be exported with [`Optimizer::state`] and restored with
+/// [`Optimizer::load_state`], so that a run resumed from a checkpoint is bit-identical to an
+/// uninterrupted one.
+///
+/// Every step follows the same contract:
+/// 1. measure the loss and gradient (and, for ESSO, the curvature) at the current weights;
+/// 2. compute the update and the new state without touching the network;
+/// 3. check that loss, gradient, update and new parameters are finite;
+/// 4. only then write the new parameters into `mlp` and advance the state.
+///
+/// So after any error the network and the state are exactly as they were before the call.
+///
+/// # Errors
+/// [`OptimError::Diverged`] when a loss, gradient, update or parameter is non-finite;
+/// [`OptimError::EmptyBatch`]; [`OptimError::StateMismatch`] when a loaded state does not fit
+/// the network; target and shape errors of esso-core; eigensolver errors of esso-hessian.
+///
+/// # Examples
+/// ```
+/// use esso_core::{Activation, Init, Loss, Mlp, Targets};
+/// use esso_optim::{Optimizer, OptimizerConfig, SgdConfig};
+/// use rand::SeedableRng;
+///
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let mut mlp = Mlp::new(&[2, 3, 2], Activation::Tanh, Init::GlorotUniform, &mut rng)?;
+/// let config: OptimizerConfig = toml::from_str(r#"kind = "sgd"
+/// lr = 0.1
+/// momentum = 0.9"#)?;
+/// let mut opt = config.build()?;
+/// let xs = ndarray::array![[0.5, -1.0], [1.0, 0.2]];
+/// let report = opt.step(&mut mlp, &xs, Targets::Classes(&[0, 1]), Loss::CrossEntropy)?;
+/// assert_eq!(report.step, 0);
+/// assert_eq!(opt.n_steps(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Optimizer: Send + std::fmt::Debug {
+    /// A short name (`sgd`, `adam`, `adamw`, `esso`).
+    fn name(&self) -> &'static str;
+
+    /// One step on the mini-batch `xs` (one row per sample) with its `targets`.
+    ///
+    /// Returns the loss measured before the step and the step's diagnostics.
+    ///
+    /// # Shapes
+    /// `xs` is B × n_0 with B ≥ 1; `targets` has B entries.
+    ///
+    /// # Errors
+    /// See the trait docs. On error, `mlp` and the optimiser state are unchanged.
+    fn step(
+        &mut self,
+        mlp: &mut Mlp,
+        xs: &ArrayRef2<f64>,
+        targets: Targets<'_>,
+        loss: Loss,
+    ) -> Result<StepReport>;
+
+    /// Number of steps completed (the index of the next step).
+    fn n_steps(&self) -> u64;
+
+    /// The learning rate the next step will use: base rate × schedule multiplier.
+    fn learning_rate(&self) -> f64;
+
+    /// A copy of the per-run state, for checkpoints.
+    fn state(&self) -> OptimizerState;
+
+    /// Restores a state exported by [`Optimizer::state`] of an optimiser of the same kind.
+    ///
+    /// # Errors
+    /// [`OptimError::StateMismatch`] when the state belongs to another kind of optimiser.
+    /// Shapes are checked against the network at the next step.
+    fn load_state(&mut self, state: OptimizerState) -> Result<()>;
+}
+
+/// The serialisable per-run state of any optimiser (serde: tagged by `kind`).
+///
+/// JSON round trips are bit-exact (serde_json's `float_roundtrip`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerState {
+    /// State of [`crate::Sgd`].
+    Sgd(SgdState),
+    /// State of [`crate::Adam`] (Adam and AdamW).
+    Adam(AdamState),
+    /// State of [`crate::Esso`].
+    Esso(EssoState),
+}
+
+impl OptimizerState {
+    /// Steps completed.
+    pub fn n_steps(&self) -> u64 {
+        match self {
+            OptimizerState::Sgd(s) => s.n_steps(),
+            OptimizerState::Adam(s) => s.n_steps(),
+            OptimizerState::Esso(s) => s.n_steps(),
+        }
+    }
+
+    /// The state as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("optimizer states serialise to JSON")
+    }
+
+    /// A state from JSON.
+    ///
+    /// # Errors
+    /// [`OptimError::Json`].
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| OptimError::Json { message: e.to_string() })
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            OptimizerState::Sgd(_) => "sgd",
+            OptimizerState::Adam(_) => "adam",
+            OptimizerState::Esso(_) => "esso",
+        }
+    }
+}
+
+/// What one step measured.
+///
+/// Everything is computed at the weights before the step; the update is θ_new − θ_old.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Index of this step (0-based; the optimiser's step counter before the step).
+    pub step: u64,
+    /// Number of samples B in the step.
+    pub n_samples: usize,
+    /// Mean loss of the B samples before the step (without any weight-decay term).
+    pub loss: f64,
+    /// ‖g‖, the norm of the mean gradient g before the step.
+    pub grad_norm: f64,
+    /// ‖θ_new − θ_old‖, the norm of the applied update.
+    pub step_norm: f64,
+    /// cos(θ_new − θ_old, −g); `None` when the update or the gradient is zero.
+    pub cos_to_neg_grad: Option<f64>,
+    /// The learning rate used: base rate × schedule multiplier.
+    pub learning_rate: f64,
+    /// ESSO only (empty for the baselines): per layer, the exact eigenvalues of the
+    /// single-sample Hessian block, summarised over the batch.
+    pub layers: Vec<LayerSpectrum>,
+}
+
+/// Summary of the exact non-trivial eigenvalues ‖ã_{l−1}‖² μ_i of one layer's single-sample
+/// Hessian block (method.md §3), over the samples of a step.
+///
+/// The n_l n_{l−1} zero eigenvalues of each block are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LayerSpectrum {
+    /// Smallest eigenvalue over the batch's samples.
+    pub min_eigenvalue: f64,
+    /// Largest eigenvalue over the batch's samples.
+    pub max_eigenvalue: f64,
+    /// Number of negative eigenvalues, summed over the batch's samples (for B = 1 the count
+    /// of the one sample).
+    pub n_negative: usize,
+    /// λ_l, the regularisation used for this layer (differs across layers only with
+    /// [`crate::LambdaScaling::InputNorm`]).
+    pub lambda: f64,
+}
+
+impl StepReport {
+    /// A report from the gradient and the applied update.
+    pub(crate) fn new(
+        step: u64,
+        n_samples: usize,
+        loss: f64,
+        grad: &Params,
+        update: &Params,
+        learning_rate: f64,
+    ) -> Self {
+        let grad_norm = grad.norm();
+        let step_norm = update.norm();
+        let cos_to_neg_grad = (grad_norm > 0.0 && step_norm > 0.0)
+            .then(|| -grad.dot(update) / (grad_norm * step_norm));
+        StepReport {
+            step,
+            n_samples,
+            loss,
+            grad_norm,
+            step_norm,
+            cos_to_neg_grad,
+            learning_rate,
+            layers: Vec::new(),
+        }
+    }
+}
+
+/// The divergence error for step `step`.
+pub(crate) fn diverged(
+    step: u64,
+    last_finite_loss: Option<f64>,
+    quantity: NonFiniteQuantity,
+) -> OptimError {
+    OptimError::Diverged { step, last_finite_loss, quantity }
+}
+
+/// Checks the measured loss and gradient; returns the last finite loss to report.
+pub(crate) fn check_loss_and_gradient(
+    step: u64,
+    last_finite_loss: Option<f64>,
+    loss: f64,
+    grad: &Params,
+) -> Result<()> {
+    if !loss.is_finite() {
+        return Err(diverged(step, last_finite_loss, NonFiniteQuantity::Loss));
+    }
+    if !grad.is_finite() {
+        return Err(diverged(step, Some(loss), NonFiniteQuantity::Gradient));
+    }
+    Ok(())
+}
+
+/// θ + update, checked: returns the new parameters, or the divergence error.
+pub(crate) fn checked_update(
+    step: u64,
+    loss: f64,
+    params: &Params,
+    update: &Params,
+) -> Result<Params> {
+    if !update.is_finite() {
+        return Err(diverged(step, Some(loss), NonFiniteQuantity::Update));
+    }
+    let mut new_params = params.clone();
+    new_params.axpy(1.0, update);
+    if !new_params.is_finite() {
+        return Err(diverged(step, Some(loss), NonFiniteQuantity::Parameters));
+    }
+    Ok(new_params)
+}
+
+/// The error for a state of the wrong kind.
+pub(crate) fn wrong_kind(expected: &'static str, got: &OptimizerState) -> OptimError {
+    OptimError::StateMismatch {
+        reason: format!("expected a {expected} state, got a {} state", got.kind()),
+    }
+}
+
+/// Checks that a stored buffer has the network's shape.
+pub(crate) fn check_buffer(name: &str, buffer: Option<&Params>, mlp: &Mlp) -> Result<()> {
+    match buffer {
+        Some(b) if !b.same_shape(mlp.params()) => Err(OptimError::StateMismatch {
+            reason: format!("{name} has other shapes than the network"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks B ≥ 1 and that there are as many targets as samples.
+pub(crate) fn check_batch(xs: &ArrayRef2<f64>, targets: Targets<'_>) -> Result<()> {
+    if xs.nrows() == 0 {
+        return Err(OptimError::EmptyBatch);
+    }
+    if targets.len() != xs.nrows() {
+        return Err(esso_core::CoreError::TargetCount {
+            n_samples: xs.nrows(),
+            n_targets: targets.len(),
+        }
+        .into());
+    }
+    Ok(())
+}
