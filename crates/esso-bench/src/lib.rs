@@ -4,3 +4,4 @@
 //! benchmarks. The only crate that writes results files.
 
 pub mod results;
+pub mod tomlpath;
