@@ -24,7 +24,7 @@ pub fn blobs(n: usize, n_features: usize, n_classes: usize, spread: f64, seed: u
         ys.push(k);
         for j in 0..n_features {
             let centre = if j == k % n_features {
-                if (k / n_features) % 2 == 0 { 2.0 } else { -2.0 }
+                if (k / n_features).is_multiple_of(2) { 2.0 } else { -2.0 }
             } else {
                 0.0
             };
