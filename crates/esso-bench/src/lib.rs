@@ -3,5 +3,6 @@
 //! Experiments from config files, results in HDF5, the `esso` command line and the
 //! benchmarks. The only crate that writes results files.
 
+pub mod config;
 pub mod results;
 pub mod tomlpath;
