@@ -1,0 +1,109 @@
+//! The error type of esso-hessian.
+
+use esso_core::CoreError;
+use thiserror::Error;
+
+/// Everything that can go wrong in esso-hessian.
+///
+/// Every variant names the quantities involved, so that the message alone locates the
+/// problem. Shape mismatches between a network and its own traces are caller bugs and panic
+/// instead (see each function's `# Panics`).
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum HessianError {
+    /// A hyperparameter outside its domain (λ ≤ 0, α ∉ (0, 1], a non-finite value, …).
+    #[error("invalid value {value} for `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter's name, e.g. `lambda`.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// What the value must satisfy.
+        reason: &'static str,
+    },
+    /// The damped spectral function 1/(e + λ) met an eigenvalue with e + λ ≤ 0: the damped
+    /// Newton direction does not exist there (or is not a descent direction).
+    #[error(
+        "damped Newton step undefined{}: min eigenvalue {min_eigenvalue} + lambda {lambda} <= 0 (use the absolute spectral function or a larger lambda)",
+        location(*.layer_idx)
+    )]
+    NonPositiveShift {
+        /// The layer (0-based), or `None` for the whole network.
+        layer_idx: Option<usize>,
+        /// The smallest eigenvalue (after clipping), or NaN when only a failed factorisation
+        /// proved that one exists.
+        min_eigenvalue: f64,
+        /// The shift λ.
+        lambda: f64,
+    },
+    /// A symmetric eigendecomposition did not converge.
+    #[error("eigendecomposition of {what} did not converge{}", location(*.layer_idx))]
+    EigenNoConvergence {
+        /// Which matrix, e.g. `H_l` or `the Gram matrix`.
+        what: &'static str,
+        /// The layer (0-based), or `None` for the whole network.
+        layer_idx: Option<usize>,
+    },
+    /// A NaN or infinite value in an input quantity (trace, Hessian, vector).
+    #[error("{what} contains a non-finite value{}", location(*.layer_idx))]
+    NonFinite {
+        /// The quantity, e.g. `H_l` or `delta`.
+        what: &'static str,
+        /// The layer (0-based), or `None` when not layer-specific.
+        layer_idx: Option<usize>,
+    },
+    /// An input with the wrong shape.
+    #[error("{what} has size {got}, expected {expected}")]
+    Shape {
+        /// The quantity, e.g. `H_l rows`.
+        what: &'static str,
+        /// The size required.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
+    /// A layer index past the last layer.
+    #[error("layer index {layer_idx} is out of range for a network of {n_layers} layers")]
+    LayerOutOfRange {
+        /// The index given (0-based).
+        layer_idx: usize,
+        /// Number of layers.
+        n_layers: usize,
+    },
+    /// A linear system that the exact formulas need to solve is numerically singular.
+    #[error("{what} is numerically singular")]
+    Singular {
+        /// Which system.
+        what: &'static str,
+    },
+    /// An error from esso-core (bad input, bad target).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+fn location(layer_idx: Option<usize>) -> String {
+    layer_idx.map_or_else(String::new, |l| format!(" (layer {l})"))
+}
+
+/// Result alias for esso-hessian.
+pub type Result<T> = std::result::Result<T, HessianError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_quantities() {
+        let e =
+            HessianError::InvalidParameter { name: "lambda", value: -1.0, reason: "must be > 0" };
+        assert_eq!(e.to_string(), "invalid value -1 for `lambda`: must be > 0");
+        let e = HessianError::NonPositiveShift {
+            layer_idx: Some(2),
+            min_eigenvalue: -3.0,
+            lambda: 1.0,
+        };
+        assert!(e.to_string().contains("(layer 2)"), "{e}");
+        let e = HessianError::NonFinite { what: "delta", layer_idx: None };
+        assert_eq!(e.to_string(), "delta contains a non-finite value");
+    }
+}
