@@ -70,12 +70,14 @@ pub enum IdxError {
 /// parameters.
 ///
 /// Every variant names the file or quantity involved, so that the message alone locates the
-/// problem.
+/// problem. [`DataError::Io`] and [`DataError::Idx`] keep the underlying error as their
+/// [`source`](std::error::Error::source) (print the chain, e.g. with anyhow's `{:#}`, to see
+/// it).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum DataError {
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("I/O error on {}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -83,7 +85,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// An IDX file is malformed.
-    #[error("{}: {source}", path.display())]
+    #[error("{} is not a valid IDX file", path.display())]
     Idx {
         /// The file.
         path: PathBuf,

@@ -150,7 +150,7 @@ fn alternative(dataset: &str) -> String {
             "on Debian or Ubuntu, `apt-get install dataset-fashion-mnist` puts the files in {FASHION_MNIST_SYSTEM_DIR}, where esso finds them; or "
         )
     } else {
-        String::new()
+        "install Node.js with npm (and tar); or ".to_owned()
     };
     format!(
         "{extra}put the four {dataset} files (plain or .gz, e.g. train-images-idx3-ubyte.gz) in a folder and run `esso fetch {dataset} --from DIR`"

