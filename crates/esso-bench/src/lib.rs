@@ -5,4 +5,6 @@
 
 pub mod config;
 pub mod results;
+pub mod runner;
+pub mod summary;
 pub mod tomlpath;

@@ -19,6 +19,10 @@ enum Command {
     Fetch(cmd::fetch::FetchArgs),
     /// Print the exact single-sample Hessian quantities of a model as JSON.
     Hessian(cmd::hessian::HessianArgs),
+    /// Run an experiment config: its sweeps and seeds, results in HDF5.
+    Run(cmd::run::RunArgs),
+    /// Table of results over runs (mean ± std over seeds), also written as CSV.
+    Summarize(cmd::summarize::SummarizeArgs),
 }
 
 fn main() -> Result<()> {
@@ -26,5 +30,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Hessian(args) => cmd::hessian::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Summarize(args) => cmd::summarize::run(args),
     }
 }

@@ -207,8 +207,16 @@ impl RunRecord {
         let names: Vec<&str> = self.arrays.iter().map(|m| m.path.as_str()).collect();
         attr_str(&arrays, "names", &names.join(","))?;
         for m in &self.arrays {
-            let ds_name = m.path.replace('/', "__");
-            arrays.new_dataset_builder().with_data(&m.values).create(ds_name.as_str())?;
+            let (parents, leaf) = m.path.rsplit_once('/').unwrap_or(("", m.path.as_str()));
+            let mut group = arrays.clone();
+            for part in parents.split('/').filter(|p| !p.is_empty()) {
+                group = if group.link_exists(part) {
+                    group.group(part)?
+                } else {
+                    group.create_group(part)?
+                };
+            }
+            group.new_dataset_builder().with_data(&m.values).create(leaf)?;
         }
         let weights = file.create_group("weights")?;
         weights.new_attr::<u64>().create("n_layers")?.write_scalar(&(self.weights.len() as u64))?;
@@ -248,7 +256,7 @@ impl RunRecord {
         let names = read_attr_str(&arrays_group, "names")?;
         let mut arrays = Vec::new();
         for name in names.split(',').filter(|s| !s.is_empty()) {
-            let ds = arrays_group.dataset(&name.replace('/', "__"))?;
+            let ds = arrays_group.dataset(name)?;
             arrays.push(Matrix { path: name.to_string(), values: ds.read_2d::<f64>()? });
         }
         let weights_group = file.group("weights")?;

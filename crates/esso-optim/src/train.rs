@@ -77,19 +77,27 @@ pub struct TrainOutcome {
 /// Hooks called by the loop; every method has a no-op default. Observers never change the
 /// network.
 pub trait Observer {
-    /// After every step; `progress` already counts the step, so a checkpoint taken here
-    /// resumes with the next batch.
-    fn on_step(&mut self, progress: &Progress, report: &StepReport) -> Control {
-        let _ = (progress, report);
+    /// After every step, with the network after the step; `progress` already counts the
+    /// step, so a checkpoint taken here resumes with the next batch.
+    fn on_step(&mut self, progress: &Progress, report: &StepReport, mlp: &Mlp) -> Control {
+        let _ = (progress, report, mlp);
         Control::Continue
     }
 
-    /// After every completed epoch (`epoch` is 0-based), with the network at that point.
+    /// After every completed epoch, with the network and the optimiser at that point.
+    /// `progress` already points at the start of the next epoch (`progress.epoch` is the
+    /// number of completed epochs, `batch_idx` is 0), so a [`Checkpoint`] built from it,
+    /// `mlp` and `optimizer.state()` resumes exactly here.
     ///
     /// # Errors
     /// Whatever the observer's evaluation returns; the run stops with it.
-    fn on_epoch_end(&mut self, epoch: usize, mlp: &Mlp) -> Result<Control> {
-        let _ = (epoch, mlp);
+    fn on_epoch_end(
+        &mut self,
+        progress: &Progress,
+        mlp: &Mlp,
+        optimizer: &dyn Optimizer,
+    ) -> Result<Control> {
+        let _ = (progress, mlp, optimizer);
         Ok(Control::Continue)
     }
 }
@@ -123,7 +131,12 @@ impl<'a> Evaluator<'a> {
 }
 
 impl Observer for Evaluator<'_> {
-    fn on_epoch_end(&mut self, _epoch: usize, mlp: &Mlp) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        _progress: &Progress,
+        mlp: &Mlp,
+        _optimizer: &dyn Optimizer,
+    ) -> Result<Control> {
         self.history.push(mlp.evaluate(self.xs, self.targets, self.loss)?);
         Ok(Control::Continue)
     }
@@ -311,7 +324,7 @@ impl<'a> Trainer<'a> {
                 last_loss = Some(report.loss);
                 progress.batch_idx += 1;
                 progress.n_steps += 1;
-                if observer.on_step(&progress, &report) == Control::Stop {
+                if observer.on_step(&progress, &report, mlp) == Control::Stop {
                     return Ok(TrainOutcome {
                         termination: Termination::Stopped,
                         progress,
@@ -319,9 +332,9 @@ impl<'a> Trainer<'a> {
                     });
                 }
             }
-            let control = observer.on_epoch_end(progress.epoch, mlp)?;
             progress.epoch += 1;
             progress.batch_idx = 0;
+            let control = observer.on_epoch_end(&progress, mlp, &*optimizer)?;
             if control == Control::Stop {
                 return Ok(TrainOutcome { termination: Termination::Stopped, progress, last_loss });
             }

@@ -6,15 +6,15 @@ mod common;
 
 use esso_core::{Loss, Mlp, Targets};
 use esso_optim::{
-    AdamConfig, Checkpoint, Control, NoObserver, Observer, OptimizerConfig, Progress, SgdConfig,
-    StepReport, Termination, TrainConfig, Trainer,
+    AdamConfig, Checkpoint, Control, EssoConfig, LambdaScaling, NoObserver, Observer,
+    OptimizerConfig, Progress, SgdConfig, StepReport, Termination, TrainConfig, Trainer,
 };
 
 /// Stops the loop after `stop_after` steps.
 struct StopAfter(u64);
 
 impl Observer for StopAfter {
-    fn on_step(&mut self, progress: &Progress, _report: &StepReport) -> Control {
+    fn on_step(&mut self, progress: &Progress, _report: &StepReport, _mlp: &Mlp) -> Control {
         if progress.n_steps >= self.0 { Control::Stop } else { Control::Continue }
     }
 }
@@ -77,4 +77,14 @@ fn adam_round_trip() {
     check_round_trip(&OptimizerConfig::Adam(AdamConfig::with_lr(0.01)), 4);
     let c = AdamConfig { weight_decay: 0.01, ..AdamConfig::with_lr(0.01) };
     check_round_trip(&OptimizerConfig::AdamW(c), 4);
+}
+
+#[test]
+fn esso_round_trip() {
+    check_round_trip(&OptimizerConfig::Esso(EssoConfig::absolute(0.2, 1.0)), 1);
+    let c = EssoConfig {
+        lambda_scaling: LambdaScaling::InputNorm { decay: 0.9 },
+        ..EssoConfig::absolute(0.3, 0.5)
+    };
+    check_round_trip(&OptimizerConfig::Esso(c), 4);
 }

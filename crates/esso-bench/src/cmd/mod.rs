@@ -2,3 +2,5 @@
 
 pub mod fetch;
 pub mod hessian;
+pub mod run;
+pub mod summarize;

