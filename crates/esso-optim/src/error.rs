@@ -1,7 +1,7 @@
 //! The error type of esso-optim.
 
 use esso_core::CoreError;
-// HESSIAN use esso_hessian::HessianError;
+use esso_hessian::HessianError;
 use thiserror::Error;
 
 /// Which quantity of a step was found non-finite (see [`OptimError::Diverged`]).
@@ -15,16 +15,19 @@ pub enum NonFiniteQuantity {
     Update,
     /// The parameters the step would have produced.
     Parameters,
+    /// The exact curvature (H_l) of a sample (ESSO).
+    Curvature,
 }
 
 impl NonFiniteQuantity {
-    /// A lower-case name for messages: `loss`, `gradient`, `update`, `parameters`.
+    /// A lower-case name for messages: `loss`, `gradient`, `update`, `parameters`, `curvature`.
     pub fn name(self) -> &'static str {
         match self {
             NonFiniteQuantity::Loss => "loss",
             NonFiniteQuantity::Gradient => "gradient",
             NonFiniteQuantity::Update => "update",
             NonFiniteQuantity::Parameters => "parameters",
+            NonFiniteQuantity::Curvature => "curvature",
         }
     }
 }
@@ -96,9 +99,9 @@ pub enum OptimError {
     /// An error of esso-core (shapes, targets).
     #[error(transparent)]
     Core(#[from] CoreError),
-    // HESSIAN /// An error of esso-hessian (eigendecomposition, spectral function).
-    // HESSIAN #[error(transparent)]
-    // HESSIAN Hessian(#[from] HessianError),
+    /// An error of esso-hessian (eigendecomposition, spectral function).
+    #[error(transparent)]
+    Hessian(#[from] HessianError),
     /// A checkpoint or state that is not valid JSON.
     #[error("checkpoint JSON: {message}")]
     Json {

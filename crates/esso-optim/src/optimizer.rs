@@ -153,15 +153,20 @@ pub struct StepReport {
     pub learning_rate: f64,
     /// ESSO only (empty for the baselines): per layer, the exact eigenvalues of the
     /// single-sample Hessian block, summarised over the batch.
-    pub layers: Vec<LayerSpectrum>,
+    pub layers: Vec<SpectrumSummary>,
+    /// ESSO with [`crate::CurvatureScope::FullNetwork`] only: the exact non-zero eigenvalues
+    /// of the whole single-sample Hessian (method.md §4), summarised over the batch.
+    pub network: Option<SpectrumSummary>,
 }
 
-/// Summary of the exact non-trivial eigenvalues ‖ã_{l−1}‖² μ_i of one layer's single-sample
-/// Hessian block (method.md §3), over the samples of a step.
+/// Summary of exact single-sample Hessian eigenvalues over the samples of a step: for a
+/// layer, the n_l non-trivial eigenvalues ‖ã_{l−1}‖² μ_i of its block (method.md §3); for the
+/// whole network, the eigenvalues on the range of Kᵀ (method.md §4).
 ///
-/// The n_l n_{l−1} zero eigenvalues of each block are not counted.
+/// Structural zero eigenvalues are not counted; a value is negative when below
+/// −`esso_hessian::ZERO_EIGENVALUE_RTOL` × (largest |e| of its sample).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LayerSpectrum {
+pub struct SpectrumSummary {
     /// Smallest eigenvalue over the batch's samples.
     pub min_eigenvalue: f64,
     /// Largest eigenvalue over the batch's samples.
@@ -169,7 +174,7 @@ pub struct LayerSpectrum {
     /// Number of negative eigenvalues, summed over the batch's samples (for B = 1 the count
     /// of the one sample).
     pub n_negative: usize,
-    /// λ_l, the regularisation used for this layer (differs across layers only with
+    /// λ used with these eigenvalues (λ_l for a layer; differs across layers only with
     /// [`crate::LambdaScaling::InputNorm`]).
     pub lambda: f64,
 }
@@ -197,6 +202,7 @@ impl StepReport {
             cos_to_neg_grad,
             learning_rate,
             layers: Vec::new(),
+            network: None,
         }
     }
 }

@@ -5,7 +5,10 @@
 mod common;
 
 use esso_core::{Loss, Targets};
-use esso_optim::{AdamConfig, Evaluator, OptimizerConfig, SgdConfig, TrainConfig, Trainer, train};
+use esso_optim::{
+    AdamConfig, EssoConfig, Evaluator, LambdaScaling, OptimizerConfig, SgdConfig, TrainConfig,
+    Trainer, train,
+};
 
 /// Trains a fresh 4-8-3 tanh net with `config` and returns the test accuracy per epoch.
 fn accuracies(config: &OptimizerConfig, batch_size: usize, n_epochs: usize) -> Vec<f64> {
@@ -84,4 +87,18 @@ fn trainer_counts_steps_and_partial_batches() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn esso_absolute_batch_one_trains() {
+    check_reaches("esso abs B=1", OptimizerConfig::Esso(EssoConfig::absolute(0.2, 1.0)), 1, 3);
+}
+
+#[test]
+fn esso_averaged_batch_with_scaled_lambda_trains() {
+    let c = EssoConfig {
+        lambda_scaling: LambdaScaling::InputNorm { decay: 0.99 },
+        ..EssoConfig::absolute(0.5, 0.2)
+    };
+    check_reaches("esso abs B=8 input-norm", OptimizerConfig::Esso(c), 8, 5);
 }
