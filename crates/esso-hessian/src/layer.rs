@@ -1,15 +1,5 @@
 //! One layer: the exact Hessian block B_l = (ã ãᵀ) ⊗ H_l, its exact spectrum and the
 //! closed-form regularised Newton direction (method.md §3).
-//!
-//! # Parameter order
-//! Everything here uses the canonical order of [`Params`]: the weight row-major (W[i, j] at
-//! `i·n_{l−1} + j`), then the bias (b[i] at `n_l·n_{l−1} + i`). method.md §3 stacks
-//! vec([W b]) column-major instead; the two orders differ by a permutation, which changes no
-//! eigenvalue and maps eigenvectors entry by entry. In the canonical order
-//!
-//! ```text
-//! B_l[(i, j), (k, q)] = H_l[i, k] · ã_j · ã_q      ã = [a_{l−1}; 1], j, q ∈ 0..=n_{l−1}
-//! ```
 
 use esso_core::{Dense, ForwardTrace, Mlp, Params, SecondOrderTrace};
 use ndarray::{Array1, Array2, ArrayRef1, ArrayRef2, ArrayView1, ArrayView2, Axis, Slice};
@@ -246,7 +236,15 @@ impl LayerCurvature {
 /// a copy of H_l (n_l × n_l), ã (n_{l−1} + 1) and the eigenpairs of H_l. Nothing of size
 /// N_l = n_l (n_{l−1} + 1) is stored; [`LayerBlock::to_dense`] builds the N_l × N_l matrix.
 ///
-/// Indices follow the canonical parameter order (see the [module docs](self)).
+/// # Parameter order
+/// Everything here uses the canonical order of [`Params`]: the weight row-major (`W[i, j]` at
+/// `i·n_{l−1} + j`), then the bias (`b[i]` at `n_l·n_{l−1} + i`). method.md §3 stacks
+/// `vec([W b])` column-major instead; the two orders differ by a permutation, which changes no
+/// eigenvalue and maps eigenvectors entry by entry. In the canonical order
+///
+/// ```text
+/// B_l[(i, j), (k, q)] = H_l[i, k] · ã_j · ã_q      ã = [a_{l−1}; 1], j, q ∈ 0..=n_{l−1}
+/// ```
 ///
 /// # Examples
 /// ```
@@ -414,8 +412,8 @@ impl LayerBlock {
         sources
     }
 
-    /// B_l v, without forming B_l: with v read as X = [W b] (canonical order),
-    /// B_l[X] = H_l X ã ãᵀ.
+    /// B_l v, without forming B_l: with v read as `X = [W b]` (canonical order),
+    /// `B_l[X] = H_l X ã ãᵀ`.
     ///
     /// # Shapes
     /// `v` and the result have N_l entries.

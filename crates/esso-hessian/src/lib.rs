@@ -14,7 +14,7 @@
 //! - Whole network (§4): [`FullHessian`] (H = Kᵀ M K: sweeps, Gram matrix, exact
 //!   Hessian-vector products, push-through damped Newton, dense form) and [`FullSpectrum`]
 //!   (exact eigenvalues, eigenvectors, [`Inertia`], every spectral direction).
-//! - [`reference`]: the dense finite-difference oracle the tests check everything against.
+//! - [`reference`](mod@reference): the dense finite-difference oracle the tests check everything against.
 //!
 //! ## Parameter order
 //! Every flat vector and dense matrix uses the one canonical order of [`esso_core::Params`]:
@@ -23,7 +23,7 @@
 //! ## Example
 //! ```
 //! use esso_core::{Activation, Init, Loss, Mlp, SecondOrderTrace, Target};
-//! use esso_hessian::{SpectralFn, layerwise_direction};
+//! use esso_hessian::{FullHessian, SpectralFn, layerwise_direction};
 //! use rand::SeedableRng;
 //!
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
@@ -35,18 +35,27 @@
 //! let abs = SpectralFn::absolute(1.0)?;
 //! let per_layer = layerwise_direction(&mlp, &fwd, &so, &abs)?;
 //!
+//! let full = FullHessian::new(&mlp, &fwd, &so)?;
+//! let spectrum = full.spectrum()?;
+//! // §5: rank 2·(hidden units) + classes − 1, exactly (hidden units) negative eigenvalues.
+//! let inertia = spectrum.inertia();
+//! assert_eq!((inertia.negative, inertia.rank()), (5, 2 * 5 + 3 - 1));
+//! let step = spectrum.direction(&abs)?;
 //! let g = so.gradient(&fwd);
-//! assert!(g.dot(&per_layer) < 0.0);
+//! assert!(g.dot(&step) < 0.0 && g.dot(&per_layer) < 0.0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod error;
+mod full;
 mod inertia;
 mod layer;
 mod linalg;
+pub mod reference;
 mod spectral;
 
 pub use error::{HessianError, Result};
+pub use full::{FullHessian, FullSpectrum, GRAM_RANK_RTOL};
 pub use inertia::{Inertia, ZERO_EIGENVALUE_RTOL};
 pub use layer::{
     LayerBlock, LayerCurvature, RankOneDirection, layerwise_direction, layerwise_direction_factors,

@@ -1,8 +1,6 @@
 //! Thin wrappers around faer's dense kernels, run sequentially (`Par::Seq`): the matrices here
 //! are per-sample and small, and parallelism belongs across samples (docs/stack.md).
 
-#![allow(dead_code)] // TEMP: used by the full-network module
-
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{self, ComputeEigenvectors, EvdError};
 use faer::{Mat, MatRef, Par};
