@@ -181,8 +181,18 @@ impl RunConfig {
     }
 }
 
-const TOP_KEYS: &[&str] =
-    &["name", "seeds", "output", "data", "model", "train", "tracking", "optimizer", "sweep"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "seeds",
+    "output",
+    "data",
+    "model",
+    "train",
+    "tracking",
+    "optimizer",
+    "sweep",
+    "profile",
+];
 
 /// An experiment file parsed, overridden and expanded into its runs.
 #[derive(Debug, Clone)]
@@ -195,14 +205,15 @@ pub struct Experiment {
 }
 
 impl Experiment {
-    /// Reads `path`, applies `overrides` (`key=value`), expands sweeps and seeds, validates.
+    /// Reads `path`, applies the overrides of `[profile.NAME]` (when `profile` is given) and
+    /// then `overrides` (`key=value`), expands sweeps and seeds, validates.
     ///
     /// # Errors
     /// A message naming the file, the table, the key and the value at fault.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Experiment> {
+    pub fn load(path: &Path, profile: Option<&str>, overrides: &[String]) -> Result<Experiment> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment config {}", path.display()))?;
-        Self::parse(&text, path, overrides)
+        Self::parse_with_profile(&text, path, profile, overrides)
     }
 
     /// As [`Experiment::load`], from text; `path` is used in messages and for the default
@@ -211,8 +222,46 @@ impl Experiment {
     /// # Errors
     /// As [`Experiment::load`].
     pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Experiment> {
+        Self::parse_with_profile(text, path, None, overrides)
+    }
+
+    /// As [`Experiment::load`], from text.
+    ///
+    /// A profile is a table of dotted keys and values under `[profile.NAME]`, e.g.
+    /// `[profile.quick]` with `"train.epochs" = 1`; its runs go to
+    /// `results/runs/NAME/<experiment>` unless `output` is set.
+    ///
+    /// # Errors
+    /// As [`Experiment::load`], and an unknown profile name.
+    pub fn parse_with_profile(
+        text: &str,
+        path: &Path,
+        profile: Option<&str>,
+        overrides: &[String],
+    ) -> Result<Experiment> {
         let file = path.display();
         let mut table: Table = text.parse().map_err(|e| anyhow!("{file}: invalid TOML: {e}"))?;
+        let profiles = match table.remove("profile") {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(other) => bail!("{file}: `profile` must be a table of profiles, got {other}"),
+        };
+        if let Some(profile) = profile {
+            let Some(entries) = profiles.get(profile) else {
+                let names: Vec<&str> = profiles.keys().map(String::as_str).collect();
+                bail!(
+                    "{file}: no [profile.{profile}] (profiles here: {})",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                );
+            };
+            let Value::Table(entries) = entries else {
+                bail!("{file}: [profile.{profile}] must be a table of \"dotted.key\" = value");
+            };
+            for (key, value) in entries {
+                tomlpath::set(&mut table, key, value.clone())
+                    .with_context(|| format!("{file}: [profile.{profile}] {key}"))?;
+            }
+        }
         for assignment in overrides {
             let (key, value) = tomlpath::split_assignment(assignment)?;
             tomlpath::set(&mut table, key, value).with_context(|| format!("--set {assignment}"))?;
@@ -242,7 +291,10 @@ impl Experiment {
             bail!("{file}: `seeds` is empty");
         }
         let output = match table.get("output") {
-            None => PathBuf::from("results/runs").join(&name),
+            None => match profile {
+                Some(p) => PathBuf::from("results/runs").join(p).join(&name),
+                None => PathBuf::from("results/runs").join(&name),
+            },
             Some(Value::String(s)) => PathBuf::from(s),
             Some(other) => bail!("{file}: `output` must be a path string, got {other}"),
         };
@@ -272,9 +324,31 @@ impl Experiment {
                 }
                 let mut label = name.clone();
                 for (key, value) in &point {
-                    tomlpath::set(&mut run_table, key, value.clone())?;
-                    let short = key.rsplit('.').next().unwrap_or(key);
-                    label.push_str(&format!("-{short}{}", value_label(value)));
+                    let (value, segment) = match value {
+                        // A table (e.g. a whole optimiser) is named by its `label` (removed
+                        // before validation) or else its `kind`.
+                        Value::Table(t) => {
+                            let mut t = t.clone();
+                            let tag = match t.remove("label") {
+                                Some(Value::String(l)) => l,
+                                Some(other) => bail!(
+                                    "{file}: [sweep] `{key}`: label must be a string, got {other}"
+                                ),
+                                None => t
+                                    .get("kind")
+                                    .and_then(Value::as_str)
+                                    .map_or_else(|| key.replace('.', "_"), str::to_string),
+                            };
+                            (Value::Table(t), value_label(&Value::String(tag)))
+                        }
+                        other => {
+                            let short = key.rsplit('.').next().unwrap_or(key);
+                            (other.clone(), format!("{short}{}", value_label(other)))
+                        }
+                    };
+                    tomlpath::set(&mut run_table, key, value)?;
+                    label.push('-');
+                    label.push_str(&segment);
                 }
                 let run_name = format!("{label}-seed{seed}");
                 let run = resolve(&run_table, &file.to_string(), &name, &run_name, &output, seed)?;
@@ -464,6 +538,24 @@ lr = 0.1
         );
         assert_eq!(exp.runs[7].train.epochs, 2);
         assert_eq!(exp.runs[0].output, PathBuf::from("results/runs/t"));
+    }
+
+    #[test]
+    fn whole_tables_can_be_swept_and_profiles_override() {
+        let text = format!(
+            "{BASE}\n[sweep]\noptimizer = [{{ label = \"plain\", kind = \"sgd\", lr = 0.1 }}, \
+             {{ kind = \"adam\", lr = 0.001 }}]\n[profile.quick]\n\"train.epochs\" = 5\n"
+        );
+        let exp =
+            Experiment::parse_with_profile(&text, Path::new("e.toml"), Some("quick"), &[]).unwrap();
+        let names: Vec<&str> = exp.runs.iter().map(|r| r.run_name.as_str()).collect();
+        assert_eq!(names, ["t-plain-seed0", "t-plain-seed1", "t-adam-seed0", "t-adam-seed1"]);
+        assert_eq!(exp.runs[2].optimizer.kind(), "adam");
+        assert!(exp.runs.iter().all(|r| r.train.epochs == 5));
+        assert_eq!(exp.runs[0].output, PathBuf::from("results/runs/quick/t"));
+        let e = Experiment::parse_with_profile(&text, Path::new("e.toml"), Some("full"), &[])
+            .unwrap_err();
+        assert_eq!(e.to_string(), "e.toml: no [profile.full] (profiles here: quick)");
     }
 
     #[test]

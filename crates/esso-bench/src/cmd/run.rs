@@ -16,6 +16,9 @@ pub struct RunArgs {
     /// Override a key of the config, e.g. `--set optimizer.lr=0.1` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Apply the overrides of `[profile.NAME]` in the config (e.g. `quick`).
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Runs executed in parallel.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -38,7 +41,7 @@ pub struct RunArgs {
 
 /// Runs `esso run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    let experiment = Experiment::load(&args.config, &args.set)?;
+    let experiment = Experiment::load(&args.config, args.profile.as_deref(), &args.set)?;
     if args.jobs == 0 {
         bail!("--jobs 0: need at least one job");
     }
