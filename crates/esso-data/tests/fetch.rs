@@ -308,3 +308,25 @@ fn fashion_mnist_is_read_from_the_system_folder_without_tools() {
     assert!(matches!(&events[0], FetchEvent::Reading { dir } if dir == system.path()));
     assert_eq!(std::fs::read(cache.path().join(names[3])).unwrap(), contents[3]);
 }
+
+#[test]
+fn stale_leftovers_are_removed_and_fresh_ones_kept() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("fake");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stale = dir.join(".train-images-idx3-ubyte.partial-1");
+    let fresh = dir.join(".train-images-idx3-ubyte.partial-2");
+    std::fs::write(&stale, b"x").unwrap();
+    std::fs::write(&fresh, b"y").unwrap();
+    let old = std::time::SystemTime::now() - 2 * esso_data::STALE_AFTER;
+    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+    let (sha_a, sha_b) = (sha(A), sha(B));
+    let files = specs(&sha_a, &sha_b);
+    let source = FakeSource::new(&[
+        ("train-images-idx3-ubyte", A.to_vec()),
+        ("train-labels-idx1-ubyte", B.to_vec()),
+    ]);
+    fetch_files("fake", &dir, &files, &source, &mut |_| {}).unwrap();
+    assert!(!stale.exists());
+    assert!(fresh.exists());
+}

