@@ -21,6 +21,8 @@ enum Command {
     Hessian(cmd::hessian::HessianArgs),
     /// Run an experiment config: its sweeps and seeds, results in HDF5.
     Run(cmd::run::RunArgs),
+    /// Samples per second of each optimiser's step and the ratio to SGD.
+    Bench(cmd::bench::BenchArgs),
     /// Table of results over runs (mean ± std over seeds), also written as CSV.
     Summarize(cmd::summarize::SummarizeArgs),
 }
@@ -32,5 +34,6 @@ fn main() -> Result<()> {
         Command::Hessian(args) => cmd::hessian::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Summarize(args) => cmd::summarize::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     }
 }
