@@ -94,7 +94,7 @@ impl ModelFile {
 }
 
 impl Mlp {
-    /// The network as pretty-printed JSON (see the [module docs](self)).
+    /// The network as pretty-printed JSON ([`ModelFile`] layout, docs/model-format.md).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(&ModelFile::from_mlp(self))
             .expect("finite f64 and strings always serialise")

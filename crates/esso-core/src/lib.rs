@@ -13,6 +13,8 @@
 //! - [`Mlp`]: construction ([`Init`], seeded), single-sample forward into a reusable
 //!   [`ForwardTrace`], batched forward and evaluation (one GEMM per layer), mini-batch mean
 //!   gradient, JSON save/load ([`Mlp::to_json`], [`Mlp::from_json`]).
+//! - [`portable`]: random draws, shuffles and elementary functions that give the same bits
+//!   on every platform (initialisation, epoch orders, synthetic data).
 //! - [`BackwardTrace`]: δ_l for every layer (the rank-one gradient factors δ_l, ã_{l−1}).
 //! - [`SecondOrderTrace`]: δ_l, s_l, c_l and the exact pre-activation Hessians H_l, filled by
 //!   [`Mlp::backward_second_order_into`] in one allocation-free pass.
@@ -41,12 +43,14 @@ mod io;
 mod loss;
 mod mlp;
 mod params;
+pub mod portable;
 
 pub use activation::{Activation, DEFAULT_LEAKY_SLOPE};
 pub use backward::{BackwardTrace, SecondOrderTrace};
 pub use error::{CoreError, Result};
-pub use init::{Init, portable_ln, standard_normal, uniform01};
+pub use init::Init;
 pub use io::{LayerFile, ModelFile};
 pub use loss::{Loss, Target, Targets, log_sum_exp, softmax};
 pub use mlp::{Evaluation, ForwardTrace, Mlp, argmax};
 pub use params::{Dense, Params};
+pub use portable::{portable_ln, standard_normal, uniform01};

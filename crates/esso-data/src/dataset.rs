@@ -3,8 +3,10 @@
 use ndarray::{Array2, Axis};
 
 use crate::error::{DataError, Result};
-use crate::portable::{Stream, derived_rng};
-use crate::shuffle::shuffle_in_place;
+use esso_core::portable::{derived_rng, shuffle_in_place};
+
+/// Tag of the stratified-subset stream.
+const SUBSET_TAG: &[u8; 16] = b"esso-subset--v1.";
 use crate::standardize::Standardizer;
 
 /// One split of a dataset: feature rows, class labels and, for synthetic regression sets,
@@ -135,7 +137,7 @@ impl Split {
                         members.push(sample_idx);
                     }
                 }
-                let mut rng = derived_rng(seed, Stream::Subset, 0);
+                let mut rng = derived_rng(seed, 0, SUBSET_TAG);
                 let mut chosen = Vec::with_capacity(k * n_classes);
                 for (class, members) in by_class.iter_mut().enumerate() {
                     if members.len() < k {

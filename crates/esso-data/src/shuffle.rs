@@ -1,43 +1,9 @@
 //! Deterministic per-epoch shuffling and mini-batch iteration.
 
-use rand::Rng;
-
 use crate::dataset::Split;
 use crate::error::{DataError, Result};
-use crate::portable::{Stream, derived_rng, uniform_below};
 
-/// Shuffles `items` in place (Fisher–Yates, drawing with [`uniform_below`]).
-///
-/// Uses only `rng.next_u64()`, so a given generator state gives the same order on every
-/// platform and with every version of `rand`.
-pub fn shuffle_in_place<T>(items: &mut [T], rng: &mut impl Rng) {
-    for i in (1..items.len()).rev() {
-        // i < items.len() ≤ isize::MAX, so i + 1 fits in u64 and the draw fits in usize.
-        let j = uniform_below(rng, i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
-}
-
-/// The sample order of one epoch: a permutation of `0..n_samples` that depends only on
-/// `(seed, epoch)`.
-///
-/// The generator is `ChaCha8Rng` keyed with `seed` and `epoch` (see the crate docs), and the
-/// shuffle is [`shuffle_in_place`], so the order is bit-identical on every platform.
-///
-/// # Examples
-/// ```
-/// let order = esso_data::epoch_permutation(10, 42, 0);
-/// assert_eq!(order, esso_data::epoch_permutation(10, 42, 0));
-/// assert_ne!(order, esso_data::epoch_permutation(10, 42, 1));
-/// let mut sorted = order.clone();
-/// sorted.sort_unstable();
-/// assert_eq!(sorted, (0..10).collect::<Vec<_>>());
-/// ```
-pub fn epoch_permutation(n_samples: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n_samples).collect();
-    shuffle_in_place(&mut order, &mut derived_rng(seed, Stream::Shuffle, epoch));
-    order
-}
+pub use esso_core::portable::{epoch_permutation, shuffle_in_place};
 
 /// An iterator over the mini-batches of a split in a given order; made by [`Split::batches`].
 ///

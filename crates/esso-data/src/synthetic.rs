@@ -9,9 +9,12 @@ use ndarray::Array2;
 
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::portable::{
-    Stream, derived_rng, portable_sin_cos, portable_tanh, standard_normal, uniform01,
+use esso_core::portable::{
+    derived_rng, portable_sin_cos, portable_tanh, standard_normal, uniform01,
 };
+
+/// Tag of the synthetic-data streams.
+const SYNTHETIC_TAG: &[u8; 16] = b"esso-synth---v1.";
 
 /// Index of each generator's random stream (the seed is the config's).
 const BLOBS_STREAM: u64 = 1;
@@ -91,7 +94,7 @@ pub fn blobs(cfg: &BlobsConfig) -> Result<Dataset> {
     }
     check_finite_nonneg("center_box", cfg.center_box)?;
     check_finite_nonneg("std", cfg.std)?;
-    let mut rng = derived_rng(cfg.seed, Stream::Synthetic, BLOBS_STREAM);
+    let mut rng = derived_rng(cfg.seed, BLOBS_STREAM, SYNTHETIC_TAG);
     let centers = Array2::from_shape_simple_fn((cfg.n_classes, cfg.n_features), || {
         cfg.center_box * (2.0 * uniform01(&mut rng) - 1.0)
     });
@@ -154,7 +157,7 @@ pub fn spirals(cfg: &SpiralsConfig) -> Result<Dataset> {
         return Err(invalid("turns", cfg.turns, "must be finite and > 0"));
     }
     check_finite_nonneg("noise", cfg.noise)?;
-    let mut rng = derived_rng(cfg.seed, Stream::Synthetic, SPIRALS_STREAM);
+    let mut rng = derived_rng(cfg.seed, SPIRALS_STREAM, SYNTHETIC_TAG);
     let mut make = |n_per_class: usize| {
         let n = 2 * n_per_class;
         let labels: Vec<usize> = (0..n).map(|i| i % 2).collect();
@@ -225,7 +228,7 @@ pub fn teacher(cfg: &TeacherConfig) -> Result<Dataset> {
         return Err(invalid("sizes", format!("{:?}", cfg.sizes), "widths must be at least 1"));
     }
     check_finite_nonneg("noise", cfg.noise)?;
-    let mut rng = derived_rng(cfg.seed, Stream::Synthetic, TEACHER_STREAM);
+    let mut rng = derived_rng(cfg.seed, TEACHER_STREAM, SYNTHETIC_TAG);
     let layers: Vec<(Array2<f64>, Vec<f64>)> = cfg
         .sizes
         .windows(2)

@@ -3,37 +3,56 @@
 //! The random bits come from a caller-supplied [`rand::Rng`] (esso uses
 //! `rand_chacha::ChaCha8Rng`, whose stream is specified bit for bit) through `next_u64` only,
 //! and every function here uses only the basic operations (+, −, ×, ÷, √), never the
-//! platform's libm. So shuffles, subsets and synthetic datasets are reproducible everywhere.
+//! platform's libm. So initialisation, shuffles, subsets and synthetic datasets are
+//! reproducible everywhere. esso-data and esso-optim use this module rather than their own.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Domain tags that keep the random streams of different uses apart.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Stream {
-    /// Per-epoch shuffling; the index is the epoch.
-    Shuffle,
-    /// Stratified subsets; the index is unused (0).
-    Subset,
-    /// Synthetic generators; the index tells which generator.
-    Synthetic,
-}
+/// Tag of the per-epoch shuffle stream (see [`derived_rng`]).
+pub const SHUFFLE_TAG: &[u8; 16] = b"esso-shuffle-v1.";
 
-/// A ChaCha8 generator that depends only on `(seed, stream, index)`.
+/// A ChaCha8 generator that depends only on `(seed, index, tag)`.
 ///
-/// The 32-byte ChaCha key is `seed` (little-endian) ‖ `index` (little-endian) ‖ a 16-byte tag
-/// naming the stream.
-pub(crate) fn derived_rng(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
-    let tag: &[u8; 16] = match stream {
-        Stream::Shuffle => b"esso-shuffle-v1.",
-        Stream::Subset => b"esso-subset--v1.",
-        Stream::Synthetic => b"esso-synth---v1.",
-    };
+/// The 32-byte ChaCha key is `seed` (little-endian) ‖ `index` (little-endian) ‖ the 16-byte
+/// `tag` naming the use, which keeps the random streams of different uses apart.
+pub fn derived_rng(seed: u64, index: u64, tag: &[u8; 16]) -> ChaCha8Rng {
     let mut key = [0_u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&index.to_le_bytes());
     key[16..].copy_from_slice(tag);
     ChaCha8Rng::from_seed(key)
+}
+
+/// Shuffles `items` in place (Fisher–Yates, drawing with [`uniform_below`]).
+///
+/// Uses only `rng.next_u64()`, so a given generator state gives the same order on every
+/// platform and with every version of `rand`.
+pub fn shuffle_in_place<T>(items: &mut [T], rng: &mut impl Rng) {
+    for i in (1..items.len()).rev() {
+        // i < items.len() ≤ isize::MAX, so i + 1 fits in u64 and the draw fits in usize.
+        let j = uniform_below(rng, i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// The sample order of one epoch: a permutation of `0..n_samples` that depends only on
+/// `(seed, epoch)`, bit-identical on every platform. The one definition of the epoch order
+/// in esso (the training loop and esso-data both call it).
+///
+/// # Examples
+/// ```
+/// let order = esso_core::portable::epoch_permutation(10, 42, 0);
+/// assert_eq!(order, esso_core::portable::epoch_permutation(10, 42, 0));
+/// assert_ne!(order, esso_core::portable::epoch_permutation(10, 42, 1));
+/// let mut sorted = order.clone();
+/// sorted.sort_unstable();
+/// assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+/// ```
+pub fn epoch_permutation(n_samples: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n_samples).collect();
+    shuffle_in_place(&mut order, &mut derived_rng(seed, epoch, SHUFFLE_TAG));
+    order
 }
 
 /// A uniform integer in `0..bound`, exactly unbiased (Lemire's multiply-and-reject).
@@ -195,7 +214,7 @@ mod tests {
 
     #[test]
     fn uniform_below_stays_below_and_covers() {
-        let mut rng = derived_rng(1, Stream::Subset, 0);
+        let mut rng = derived_rng(1, 0, b"esso-test----v1.");
         let mut seen = [0_usize; 7];
         for _ in 0..7000 {
             seen[uniform_below(&mut rng, 7) as usize] += 1;
