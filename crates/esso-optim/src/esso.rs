@@ -363,17 +363,19 @@ impl Esso {
                     .iter()
                     .map(|&l| self.spectral.with_lambda(l))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                let factors = samples
-                    .par_iter()
-                    .map(|s| {
-                        s.layers
-                            .iter()
-                            .zip(&s.deltas)
-                            .zip(&fns)
-                            .map(|((c, d), f)| c.checked_direction_factor(d, f))
-                            .collect::<std::result::Result<Vec<_>, _>>()
-                    })
-                    .collect::<Vec<_>>();
+                let factors_of = |s: &SampleOut| {
+                    s.layers
+                        .iter()
+                        .zip(&s.deltas)
+                        .zip(&fns)
+                        .map(|((c, d), f)| c.checked_direction_factor(d, f))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                };
+                let factors: Vec<_> = if samples.len() == 1 {
+                    samples.iter().map(factors_of).collect()
+                } else {
+                    samples.par_iter().map(factors_of).collect()
+                };
                 for (s, u) in samples.iter().zip(factors) {
                     let u = u?;
                     for (layer_idx, layer) in direction.layers_mut().iter_mut().enumerate() {
