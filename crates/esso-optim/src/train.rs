@@ -3,8 +3,6 @@
 
 use esso_core::{Evaluation, Loss, Mlp, Targets};
 use ndarray::{Array2, ArrayRef2, Axis};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{OptimError, Result};
@@ -172,22 +170,15 @@ impl Checkpoint {
 
 /// The sample order of epoch `epoch`: a permutation of 0..n_samples.
 ///
-/// Fisher–Yates driven by `ChaCha8Rng::seed_from_u64(seed)` on stream `epoch`, with indices
-/// drawn by a 128-bit multiply (`(r · (i + 1)) >> 64`, bias below 2⁻⁴⁰ for any realistic
-/// n): the same on every platform and independent of rand's sampling algorithms.
-/// Without shuffling, the identity.
+/// With `shuffle`, [`esso_core::portable::epoch_permutation`]`(n_samples, seed, epoch)`, the
+/// one definition of the epoch order in esso (a pure function of seed and epoch, the same on
+/// every platform); without, the identity.
 pub fn epoch_order(n_samples: usize, epoch: usize, seed: u64, shuffle: bool) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n_samples).collect();
     if shuffle {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(epoch as u64);
-        for i in (1..n_samples).rev() {
-            let r = rand::Rng::next_u64(&mut rng);
-            let j = ((u128::from(r) * (i as u128 + 1)) >> 64) as usize;
-            order.swap(i, j);
-        }
+        esso_core::portable::epoch_permutation(n_samples, seed, epoch as u64)
+    } else {
+        (0..n_samples).collect()
     }
-    order
 }
 
 /// A mini-batch gathered from the training set.
