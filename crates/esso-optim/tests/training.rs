@@ -102,3 +102,35 @@ fn esso_averaged_batch_with_scaled_lambda_trains() {
     };
     check_reaches("esso abs B=8 input-norm", OptimizerConfig::Esso(c), 8, 5);
 }
+
+#[test]
+fn regression_targets_train_with_esso_and_adam() {
+    // y = tanh(x · w*) for a fixed w*, learned by a 3-6-1 tanh net with the MSE loss.
+    let (set, _) = common::train_test();
+    let xs = set.xs.slice_axis(ndarray::Axis(1), (0..3).into()).to_owned();
+    let w_star = [0.8, -0.5, 0.3];
+    let ys = ndarray::Array2::from_shape_fn((xs.nrows(), 1), |(i, _)| {
+        (0..3).map(|j| xs[[i, j]] * w_star[j]).sum::<f64>().tanh()
+    });
+    for config in [
+        OptimizerConfig::Esso(EssoConfig::absolute(0.3, 1.0)),
+        OptimizerConfig::Adam(AdamConfig::with_lr(0.01)),
+    ] {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(2);
+        let mut mlp = esso_core::Mlp::new(
+            &[3, 6, 1],
+            esso_core::Activation::Tanh,
+            esso_core::Init::GlorotUniform,
+            &mut rng,
+        )
+        .unwrap();
+        let before = mlp.evaluate(&xs, Targets::Values(ys.view()), Loss::Mse).unwrap().mean_loss;
+        let mut opt = config.build().unwrap();
+        let settings = TrainConfig { n_epochs: 3, batch_size: 4, seed: 0, shuffle: true };
+        let trainer = Trainer::new(&xs, Targets::Values(ys.view()), Loss::Mse, settings).unwrap();
+        trainer.run(&mut mlp, opt.as_mut(), &mut esso_optim::NoObserver).unwrap();
+        let after = mlp.evaluate(&xs, Targets::Values(ys.view()), Loss::Mse).unwrap().mean_loss;
+        eprintln!("{}: mse {before} -> {after}", opt.name());
+        assert!(after < 0.2 * before, "{}: mse {before} -> {after}", opt.name());
+    }
+}
