@@ -433,3 +433,49 @@ fn jacobi_reconstructs() {
     let rebuilt = v.dot(&Array2::from_diag(&ndarray::Array1::from(values))).dot(&v.t());
     assert!((rebuilt - &a).iter().all(|x| x.abs() < 1e-12));
 }
+
+#[test]
+fn schedule_scales_the_step_and_damped_refuses_a_non_positive_shift() {
+    let mlp = random_mlp(&[3, 5, 3], Activation::Tanh, 21);
+    let xs = random_xs(1, 3, 210);
+    let config = EssoConfig {
+        schedule: esso_optim::Schedule { warmup_steps: 4, decay: esso_optim::Decay::Constant },
+        ..EssoConfig::absolute(0.4, 1.0)
+    };
+    let mut opt = esso(config);
+    let mut net = mlp.clone();
+    for t in 0..3u32 {
+        let (_, _, d) =
+            opt.direction(&net, &xs, Targets::Classes(&[0]), Loss::CrossEntropy).unwrap();
+        let before = net.clone();
+        let r = opt.step(&mut net, &xs, Targets::Classes(&[0]), Loss::CrossEntropy).unwrap();
+        let eta = 0.4 * f64::from(t + 1) / 4.0;
+        assert_eq!(r.learning_rate, eta);
+        let moved: Vec<f64> =
+            net.params().iter().zip(before.params().iter()).map(|(a, b)| a - b).collect();
+        let expected: Vec<f64> = d.iter().map(|v| eta * v).collect();
+        assert!(max_abs_diff(&moved, &expected) < 1e-15);
+    }
+    // The damped function needs e + λ > 0 on every block: with a tiny λ a tanh net with
+    // negative curvature refuses the step and leaves the network as it was.
+    let mut found = false;
+    for seed in 0..20 {
+        let mlp = random_mlp(&[3, 6, 3], Activation::Tanh, 300 + seed);
+        let xs = random_xs(1, 3, 400 + seed);
+        let config =
+            EssoConfig { spectral: SpectralKind::Damped, ..EssoConfig::absolute(0.1, 1e-6) };
+        let mut opt = esso(config);
+        let mut net = mlp.clone();
+        match opt.step(&mut net, &xs, Targets::Classes(&[2]), Loss::CrossEntropy) {
+            Err(OptimError::Hessian(esso_hessian::HessianError::NonPositiveShift { .. })) => {
+                assert_eq!(net, mlp);
+                assert_eq!(opt.n_steps(), 0);
+                found = true;
+                break;
+            }
+            Ok(r) => assert!(r.layers.iter().all(|l| l.min_eigenvalue + 1e-6 > 0.0)),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(found, "no sample with negative curvature in 20 tries");
+}

@@ -134,3 +134,12 @@ fn regression_targets_train_with_esso_and_adam() {
         assert!(after < 0.2 * before, "{}: mse {before} -> {after}", opt.name());
     }
 }
+
+#[test]
+fn esso_whole_network_trains() {
+    let c = EssoConfig {
+        scope: esso_optim::CurvatureScope::FullNetwork,
+        ..EssoConfig::absolute(0.2, 1.0)
+    };
+    check_reaches("esso abs full-network B=1", OptimizerConfig::Esso(c), 1, 3);
+}
