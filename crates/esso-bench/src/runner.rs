@@ -308,6 +308,7 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         verbose: options.verbose,
         tty: options.redraw_progress,
         failure: None,
+        n_steps_done: 0,
     };
 
     let mut progress = Progress::default();
@@ -329,6 +330,7 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
             .load_state(saved.checkpoint.optimizer)
             .with_context(|| format!("checkpoint {}", checkpoint_path.display()))?;
         progress = saved.checkpoint.progress;
+        recorder.n_steps_done = progress.n_steps;
         recorder.train_seconds = saved.train_seconds;
         recorder.record = RunRecord::load(&results_path)?;
         recorder.rollback_to(progress.n_steps);
@@ -370,10 +372,17 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
             })
         }
         Err(err) => {
-            let OptimError::Diverged { step, .. } = &err else {
-                return Err(anyhow::Error::new(err).context(format!("run {}", config.run_name)));
+            // A non-finite quantity, or a curvature the step cannot use (the damped spectral
+            // function with e + λ ≤ 0), ends the run as a data point; anything else is an
+            // error of the setup.
+            let step = match &err {
+                OptimError::Diverged { step, .. } => *step,
+                OptimError::Hessian(_) => recorder.n_steps_done,
+                _ => {
+                    return Err(anyhow::Error::new(err).context(format!("run {}", config.run_name)));
+                }
             };
-            let (step, message) = (*step, err.to_string());
+            let message = err.to_string();
             recorder.record.status = RunStatus::Diverged { step, message: message.clone() };
             recorder.record.weights = weights_of(&mlp);
             recorder.record.save(&results_path)?;
@@ -409,6 +418,8 @@ struct Recorder<'a> {
     verbose: bool,
     tty: bool,
     failure: Option<anyhow::Error>,
+    /// Steps completed so far (the index of the step being taken when an error ends the run).
+    n_steps_done: u64,
 }
 
 impl Recorder<'_> {
@@ -604,6 +615,7 @@ impl Recorder<'_> {
 impl Observer for Recorder<'_> {
     fn on_step(&mut self, progress: &Progress, report: &StepReport, mlp: &Mlp) -> Control {
         self.pause_clock();
+        self.n_steps_done = progress.n_steps;
         self.loss_ema = Some(match self.loss_ema {
             None => report.loss,
             Some(ema) => 0.99 * ema + 0.01 * report.loss,

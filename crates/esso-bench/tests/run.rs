@@ -173,6 +173,18 @@ fn a_diverging_run_is_recorded_and_the_others_go_on() {
 }
 
 #[test]
+fn a_damped_step_on_negative_curvature_ends_the_run_as_a_data_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = experiment(
+        dir.path(),
+        &["seeds=[0]", "optimizer={kind=\"esso\", lr=0.1, lambda=1e-6, spectral=\"damped\"}"],
+    );
+    let outcome = run_one(&exp.runs[0], &options(dir.path())).unwrap();
+    let RunOutcome::Diverged { message, .. } = outcome else { panic!("{outcome:?}") };
+    assert!(message.contains("damped Newton step undefined"), "{message}");
+}
+
+#[test]
 fn a_model_that_does_not_fit_the_data_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let exp = experiment(dir.path(), &["model.sizes=[60, 10]"]);
