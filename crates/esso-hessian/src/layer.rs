@@ -564,12 +564,17 @@ pub fn layerwise_direction_factors(
     assert_traces_fit(mlp, forward, second);
     (0..mlp.n_layers())
         .map(|layer_idx| {
-            let block = LayerBlock::from_trace(forward, second, layer_idx)?;
+            // The curvature alone (no copy of H_l), then ã for the right factor.
+            let curvature = LayerCurvature::from_trace(forward, second, layer_idx)?;
             let delta = second.delta(layer_idx);
             if !delta.iter().all(|v| v.is_finite()) {
                 return Err(HessianError::NonFinite { what: "delta", layer_idx: Some(layer_idx) });
             }
-            block.direction(delta, f)
+            let u = curvature.checked_direction_factor(delta, f)?;
+            let a = forward.layer_input(layer_idx);
+            let mut a_tilde = Array1::ones(a.len() + 1);
+            a_tilde.slice_axis_mut(Axis(0), Slice::from(..a.len())).assign(a);
+            Ok(RankOneDirection { u, a_tilde })
         })
         .collect()
 }
