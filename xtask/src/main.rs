@@ -4,7 +4,8 @@
 //!   then run fmt check, clippy, rustdoc with warnings denied, and the workspace tests.
 //! - `cargo xtask lint`: the fmt, clippy and rustdoc checks alone.
 //! - `cargo xtask prereqs`: only the prerequisite check.
-//! - `cargo xtask reproduce`: every figure from one command.
+//! - `cargo xtask reproduce [--quick | --full] [--only NAME] [--jobs N]`: every figure from
+//!   one command (reproduce.rs); the drawing itself is `esso figures`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod prereqs;
+mod reproduce;
 
 /// esso project automation.
 #[derive(Debug, Parser)]
@@ -41,14 +43,26 @@ enum Task {
         #[arg(long)]
         check_only: bool,
     },
-    /// Run the reconstructed experimental protocol and draw every figure.
+    /// Run the reconstructed experimental protocol (method.md §7) and draw every figure:
+    /// builds `esso` in release, runs experiments/*.toml (completed runs are reused), the
+    /// exactness and cost tables, the figures (PNG and SVG) and results/README.md.
     Reproduce {
-        /// The quick profile (subsets, fewer epochs): minutes on 2 cores.
+        /// The quick profile (subsets, fewer epochs, 1–2 seeds): under 10 minutes on 2 cores.
+        /// The default.
         #[arg(long, conflicts_with = "full")]
         quick: bool,
-        /// The whole protocol.
+        /// The whole protocol (hours).
         #[arg(long)]
         full: bool,
+        /// Only this figure and its experiments: curves, spectra, sensitivity, exactness, cost.
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+        /// Runs in parallel within each experiment.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Results folder (runs/, figures/, README.md), relative to the workspace root.
+        #[arg(long, default_value = "results")]
+        results_dir: PathBuf,
     },
 }
 
@@ -77,13 +91,11 @@ fn main() -> Result<()> {
             lint(&root)
         }
         Task::Prereqs { check_only } => prereqs::ensure(check_only),
-        Task::Reproduce { quick, full } => {
-            let profile = if full && !quick { "full" } else { "quick" };
-            bail!(
-                "cargo xtask reproduce --{profile}: not built yet. The experiment runner \
-                 (issue 6) and the figures (issue 7) have not landed; what exists today is \
-                 the exact-curvature library (`cargo xtask test` runs its checks)"
-            )
+        Task::Reproduce { quick, full, only, jobs, results_dir } => {
+            let profile =
+                if full && !quick { reproduce::Profile::Full } else { reproduce::Profile::Quick };
+            let options = reproduce::Options { profile, only, jobs, results: results_dir };
+            reproduce::run(&root, &options)
         }
     }
 }

@@ -5,6 +5,9 @@
 
 pub mod bench;
 pub mod config;
+pub mod cost;
+pub mod exactness;
+pub mod figures;
 pub mod results;
 pub mod runner;
 pub mod summary;

@@ -25,6 +25,12 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Table of results over runs (mean ± std over seeds), also written as CSV.
     Summarize(cmd::summarize::SummarizeArgs),
+    /// Closed-form vs dense eigenvalues on small nets (figure 5), as CSV.
+    Exactness(cmd::exactness::ExactnessArgs),
+    /// Time per step vs parameter count for each optimiser (figure 6), as CSV.
+    Cost(cmd::cost::CostArgs),
+    /// Draw the figures (PNG and SVG) from results files and CSV tables.
+    Figures(cmd::figures::FiguresArgs),
 }
 
 fn main() -> Result<()> {
@@ -34,6 +40,9 @@ fn main() -> Result<()> {
         Command::Hessian(args) => cmd::hessian::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Summarize(args) => cmd::summarize::run(args),
+        Command::Exactness(args) => cmd::exactness::run(args),
+        Command::Cost(args) => cmd::cost::run(args),
+        Command::Figures(args) => cmd::figures::run(args),
         Command::Bench(args) => cmd::bench::run(args),
     }
 }
