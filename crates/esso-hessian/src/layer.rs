@@ -168,15 +168,11 @@ impl LayerCurvature {
         self.block_eigenvalues.view()
     }
 
-    /// n_l·n_{l−1}, the multiplicity of the structural zero eigenvalue of B_l.
-    ///
-    /// # Panics
-    /// If the input width is unknown (built by [`LayerCurvature::new`] without
+    /// n_l·n_{l−1}, the multiplicity of the structural zero eigenvalue of B_l; `None` when the
+    /// input width is unknown (built by [`LayerCurvature::new`] without
     /// [`LayerCurvature::with_n_inputs`]).
-    #[track_caller]
-    pub fn n_zero_eigenvalues(&self) -> usize {
-        let n_inputs = self.n_inputs.expect("n_zero_eigenvalues needs the input width n_{l-1}");
-        self.n_outputs() * n_inputs
+    pub fn n_zero_eigenvalues(&self) -> Option<usize> {
+        self.n_inputs.map(|n_inputs| self.n_outputs() * n_inputs)
     }
 
     /// Non-trivial block eigenvalues below −`ZERO_EIGENVALUE_RTOL`·max|e|: the layer's
@@ -354,7 +350,7 @@ impl LayerBlock {
     pub fn inertia(&self) -> Inertia {
         Inertia::from_eigenvalues(
             self.curvature.block_eigenvalues.iter().copied(),
-            self.curvature.n_zero_eigenvalues(),
+            self.curvature.n_outputs() * self.n_inputs(),
             ZERO_EIGENVALUE_RTOL,
         )
     }
@@ -715,6 +711,6 @@ mod tests {
             Err(HessianError::InvalidParameter { name: "a_tilde_norm_sq", .. })
         ));
         let c = LayerCurvature::new(&array![[1.0, 0.0], [0.0, 1.0]], 1.0).unwrap().with_n_inputs(3);
-        assert_eq!(c.n_zero_eigenvalues(), 6);
+        assert_eq!(c.n_zero_eigenvalues(), Some(6));
     }
 }

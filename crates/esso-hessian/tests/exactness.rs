@@ -65,7 +65,7 @@ fn block_hessians_and_block_spectra_match_the_oracle() {
             // Structure: n_l non-trivial values, n_l·n_{l−1} structural zeros.
             let curvature = block.curvature();
             assert_eq!(curvature.eigenvalues().len(), block.n_outputs());
-            assert_eq!(curvature.n_zero_eigenvalues(), block.n_outputs() * block.n_inputs());
+            assert_eq!(curvature.n_zero_eigenvalues(), Some(block.n_outputs() * block.n_inputs()));
             // The per-layer product agrees with the dense block exactly.
             let v = Array1::from_shape_fn(block.n_params(), |i| (1.3 * i as f64).cos());
             let err = rel_err1(&block.apply(&v), &block.to_dense().dot(&v));
