@@ -249,11 +249,11 @@ fn write_readme(
          (method.md §7), and the numbers are ours, not the paper's. Flat-minima experiments \
          (§7 item 5) are not part of it yet.\n"
     );
+    let only = options.only.as_ref().map(|o| format!(" --only {o}")).unwrap_or_default();
     let _ = writeln!(
         md,
-        "Profile `{profile}`: the last full `cargo xtask reproduce --{profile}` took \
-         {elapsed:.0} s here{} (2 cores; completed runs are reused, so a rerun is faster).\n",
-        if options.only.is_some() { " (with --only, so only part of it)" } else { "" }
+        "Last run: `cargo xtask reproduce --{profile}{only}` took {elapsed:.0} s on this \
+         machine (completed runs are reused, so a rerun takes less than a run from scratch).\n"
     );
     if options.profile == Profile::Quick {
         let _ = writeln!(

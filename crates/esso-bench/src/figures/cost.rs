@@ -87,7 +87,8 @@ impl Figure for Cost {
             .label_style(text(TICK_SIZE))
             .x_label_formatter(&|v| style::log_label(*v))
             .y_label_formatter(&|v| style::log_label(*v))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(238, 238, 238))
+            .max_light_lines(3)
             .draw()
             .plot()?;
         for (entry, points) in &self.lines {

@@ -129,19 +129,23 @@ impl Curves {
                 .filter(|v| *v > 0.0)
                 .fold(f64::INFINITY, f64::min);
             let y_range = style::log_padded(y_lo.min(y_hi), y_hi.max(y_lo));
-            let mut chart = builder.build_cartesian_2d(x_range, y_range.log_scale()).plot()?;
+            let floor = y_range_floor(y_range.start);
+            let keys = style::log_key_points(y_range.start, y_range.end);
+            let axis = style::KeyedAxis::new(y_range.start.log10()..y_range.end.log10(), keys);
+            let mut chart = builder.build_cartesian_2d(x_range, axis).plot()?;
             chart
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .axis_desc_style(text(AXIS_SIZE))
                 .label_style(text(TICK_SIZE))
-                .y_label_formatter(&|v| style::log_label(*v))
-                .light_line_style(RGBColor(235, 235, 235))
+                .y_label_formatter(&|v| style::log_label(10f64.powf(*v)))
+                .light_line_style(RGBColor(238, 238, 238))
+                .max_light_lines(3)
                 .draw()
                 .plot()?;
             for (c, points) in self.points(panel) {
-                draw_band(&mut chart, c, points, |v| v.max(y_range_floor(y_lo)))?;
+                draw_band(&mut chart, c, points, |v| v.max(floor).log10())?;
             }
         } else {
             let y_range = style::padded(y_lo, y_hi.min(1.0).max(y_lo));
@@ -152,7 +156,8 @@ impl Curves {
                 .y_desc(y_desc)
                 .axis_desc_style(text(AXIS_SIZE))
                 .label_style(text(TICK_SIZE))
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(RGBColor(238, 238, 238))
+                .max_light_lines(3)
                 .draw()
                 .plot()?;
             for (c, points) in self.points(panel) {

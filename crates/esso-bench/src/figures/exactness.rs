@@ -127,7 +127,8 @@ impl Figure for Exactness {
             .label_style(text(TICK_SIZE))
             .x_label_formatter(&|s| style::symlog_label(*s))
             .y_label_formatter(&|s| style::symlog_label(*s))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(238, 238, 238))
+            .max_light_lines(3)
             .draw()
             .plot()?;
         left.draw_series(LineSeries::new(
@@ -161,7 +162,8 @@ impl Figure for Exactness {
             .label_style(text(TICK_SIZE))
             .x_label_formatter(&|s| style::symlog_label(*s))
             .y_label_formatter(&|v| style::log_label(*v))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(238, 238, 238))
+            .max_light_lines(3)
             .draw()
             .plot()?;
         for (entry, points) in &self.sets {

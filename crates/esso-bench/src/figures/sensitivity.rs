@@ -20,7 +20,12 @@ struct Cell {
     n_diverged: usize,
     /// Earliest divergence step.
     diverged_step: Option<u64>,
+    /// The mean accuracy is at most [`CHANCE_FACTOR`] × chance: the run collapsed.
+    collapsed: bool,
 }
+
+/// A cell whose accuracy is below this multiple of 1/classes is marked as collapsed.
+const CHANCE_FACTOR: f64 = 1.5;
 
 /// Figure 4: a heat map of the final test accuracy of ESSO runs over their (λ, η) values
 /// (rows λ, columns η, both ascending), the mean over seeds written in each cell. Cells in
@@ -65,9 +70,14 @@ pub fn sensitivity_heatmap(runs: &[Run], title: &str, stem: &Path) -> Result<Vec
                     _ => None,
                 })
                 .min();
+            let accuracy =
+                (!finals.is_empty()).then(|| finals.iter().sum::<f64>() / finals.len() as f64);
+            let n_classes =
+                here.first().and_then(|r| r.config.model.sizes.last().copied()).unwrap_or(2).max(2)
+                    as f64;
             cells.push(Cell {
-                accuracy: (!finals.is_empty())
-                    .then(|| finals.iter().sum::<f64>() / finals.len() as f64),
+                accuracy,
+                collapsed: accuracy.is_some_and(|a| a <= CHANCE_FACTOR / n_classes),
                 n_runs: here.len(),
                 n_diverged: here.iter().filter(|r| r.diverged()).count(),
                 diverged_step,
@@ -142,6 +152,9 @@ impl Figure for Heatmap {
             let (row, col) = (idx / n_x, idx % n_x);
             let (x0, y0) = (col as f64, row as f64);
             let (fill, label) = match (cell.accuracy, cell.n_diverged) {
+                (Some(a), 0) if cell.collapsed => {
+                    (style::viridis((a - lo) / (hi - lo)), format!("{a:.3}\nchance level"))
+                }
                 (Some(a), 0) => (style::viridis((a - lo) / (hi - lo)), format!("{a:.3}")),
                 (Some(a), k) => (
                     style::viridis((a - lo) / (hi - lo)),

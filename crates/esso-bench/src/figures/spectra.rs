@@ -148,7 +148,8 @@ impl Figure for Histograms {
                 .axis_desc_style(text(AXIS_SIZE))
                 .label_style(text(TICK_SIZE))
                 .x_label_formatter(&|s| style::symlog_label(*s))
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(RGBColor(238, 238, 238))
+                .max_light_lines(3)
                 .draw()
                 .plot()?;
             for ((entry, _), hist) in lines.iter().zip(&hists) {
@@ -205,13 +206,17 @@ pub fn negative_fraction(groups: &[RunGroup], title: &str, stem: &Path) -> Resul
         bail!("figure 3 ({title}): no curvature tracking points in any run");
     }
     let sizes = groups[0].runs[0].config.model.sizes.clone();
-    save(&NegativeFraction { title: title.to_string(), layers, sizes }, stem)
+    // Softmax cross-entropy: H_L = diag(p) − ppᵀ is PSD with null vector 1, so the output
+    // block's "negative" eigenvalues are the rounding of its exact zero.
+    let output_psd = groups[0].runs[0].config.model.loss == esso_core::Loss::CrossEntropy;
+    save(&NegativeFraction { title: title.to_string(), layers, sizes, output_psd }, stem)
 }
 
 struct NegativeFraction {
     title: String,
     layers: Vec<Vec<BandLine>>,
     sizes: Vec<usize>,
+    output_psd: bool,
 }
 
 impl Figure for NegativeFraction {
@@ -238,12 +243,15 @@ impl Figure for NegativeFraction {
             let y_hi = style::finite_range(points.flat_map(|p| [p.3]))
                 .map_or(0.5, |r| r.1)
                 .clamp(0.05, 1.0);
-            let caption = format!(
+            let mut caption = format!(
                 "layer {} ({} → {} units)",
                 layer_idx + 1,
                 self.sizes.get(layer_idx).copied().unwrap_or(0),
                 self.sizes.get(layer_idx + 1).copied().unwrap_or(0)
             );
+            if self.output_psd && layer_idx + 1 == self.layers.len() {
+                caption.push_str(": PSD, only ± rounding of its exact 0");
+            }
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, text(PANEL_SIZE))
                 .margin(12)
@@ -258,7 +266,8 @@ impl Figure for NegativeFraction {
                 .y_desc("fraction of negative eigenvalues")
                 .axis_desc_style(text(AXIS_SIZE))
                 .label_style(text(TICK_SIZE))
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(RGBColor(238, 238, 238))
+                .max_light_lines(3)
                 .draw()
                 .plot()?;
             for (entry, points) in lines {

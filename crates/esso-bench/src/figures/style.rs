@@ -312,6 +312,24 @@ pub(crate) fn log_padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
     (lo / 1.25)..(hi * 1.25)
 }
 
+/// Tick positions in log10 units for a log axis over [lo, hi] (values > 0): 1, 2, 5 × 10ᵏ,
+/// thinned to powers of ten over many decades, with 3 × 10ᵏ added over less than one.
+pub(crate) fn log_key_points(lo: f64, hi: f64) -> Vec<f64> {
+    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let mantissas: &[f64] = match b - a {
+        0..=1 => &[1.0, 2.0, 3.0, 5.0],
+        2..=3 => &[1.0, 2.0, 5.0],
+        _ => &[1.0],
+    };
+    let step = ((b - a) / 8).max(1) as usize;
+    (a..=b)
+        .step_by(step)
+        .flat_map(|k| mantissas.iter().map(move |m| m * 10f64.powi(k)))
+        .filter(|v| (lo..=hi).contains(v))
+        .map(f64::log10)
+        .collect()
+}
+
 /// A linear f64 axis whose ticks are exactly the given key points (plotters'
 /// `WithKeyPoints` loses the label formatter of f64 axes).
 #[derive(Debug, Clone)]
