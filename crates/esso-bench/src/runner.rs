@@ -52,9 +52,9 @@ pub struct RunOptions {
     pub stop_after_epochs: Option<usize>,
     /// Print progress to stderr.
     pub verbose: bool,
-    /// Redraw one progress line in place (a terminal running one run at a time) instead of
-    /// printing a line every few seconds.
-    pub redraw_progress: bool,
+    /// Progress bars, one per run, on a terminal; `None` prints a plain line every few
+    /// seconds instead (CI, pipes).
+    pub bars: Option<indicatif::MultiProgress>,
 }
 
 /// How one run ended.
@@ -306,7 +306,7 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         checkpoint_path: checkpoint_path.clone(),
         results_path: results_path.clone(),
         verbose: options.verbose,
-        tty: options.redraw_progress,
+        bar: None,
         failure: None,
         n_steps_done: 0,
     };
@@ -345,6 +345,22 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         recorder.track_curvature(&mlp, 0, Some("init"))?;
     }
 
+    if options.verbose
+        && let Some(multi) = &options.bars
+    {
+        let total = (config.train.epochs * recorder.n_batches) as u64;
+        let bar = multi.add(indicatif::ProgressBar::new(total));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:24}] {pos}/{len} steps {msg} ETA {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(config.run_name.clone());
+        bar.set_position(progress.n_steps);
+        recorder.bar = Some(bar);
+    }
     recorder.segment_start = Instant::now();
     let result = trainer.resume(&mut mlp, optimizer.as_mut(), progress, &mut recorder);
     if let Some(err) = recorder.failure.take() {
@@ -416,7 +432,7 @@ struct Recorder<'a> {
     checkpoint_path: PathBuf,
     results_path: PathBuf,
     verbose: bool,
-    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
     failure: Option<anyhow::Error>,
     /// Steps completed so far (the index of the step being taken when an error ends the run).
     n_steps_done: u64,
@@ -563,7 +579,8 @@ impl Recorder<'_> {
         if !self.verbose {
             return;
         }
-        let interval = if self.tty { TTY_PRINT_INTERVAL_SECS } else { PRINT_INTERVAL_SECS };
+        let interval =
+            if self.bar.is_some() { TTY_PRINT_INTERVAL_SECS } else { PRINT_INTERVAL_SECS };
         let now = Instant::now();
         if !force && self.last_print.is_some_and(|t| now.duration_since(t).as_secs_f64() < interval)
         {
@@ -574,36 +591,33 @@ impl Recorder<'_> {
         let done = progress.n_steps as f64;
         let rate = done * self.config.train.batch_size as f64 / self.train_seconds.max(1e-9);
         let eta = (total_steps - done) * self.train_seconds.max(1e-9) / done.max(1.0);
-        let line = format!(
-            "{}: epoch {}/{} step {}/{} loss {:.4} {:.0} samples/s ETA {:.0}s",
-            self.config.run_name,
-            (progress.epoch + 1).min(self.config.train.epochs),
-            self.config.train.epochs,
-            progress.n_steps,
-            total_steps as u64,
-            self.loss_ema.unwrap_or(f64::NAN),
-            rate,
-            eta
-        );
-        if self.tty {
-            eprint!("\r\x1b[2K{line}");
-        } else {
-            eprintln!("{line}");
+        let epoch = (progress.epoch + 1).min(self.config.train.epochs);
+        let loss = self.loss_ema.unwrap_or(f64::NAN);
+        if let Some(bar) = &self.bar {
+            bar.set_position(progress.n_steps);
+            bar.set_message(format!(
+                "epoch {epoch}/{} loss {loss:.4} {rate:.0} samples/s",
+                self.config.train.epochs
+            ));
+            return;
         }
+        eprintln!(
+            "{}: epoch {epoch}/{} step {}/{} loss {loss:.4} {rate:.0} samples/s ETA {eta:.0}s",
+            self.config.run_name, self.config.train.epochs, progress.n_steps, total_steps as u64,
+        );
     }
 
     fn finish_line(&mut self, what: &str) {
         if !self.verbose {
             return;
         }
-        if self.tty {
-            eprintln!();
-        }
         let acc = self.record.epochs.last("test_accuracy").unwrap_or(f64::NAN);
-        eprintln!(
-            "{}: {what} after {:.1}s of training, test accuracy {:.4}",
-            self.config.run_name, self.train_seconds, acc
-        );
+        let message =
+            format!("{what} after {:.1}s of training, test accuracy {acc:.4}", self.train_seconds);
+        match &self.bar {
+            Some(bar) => bar.finish_with_message(message),
+            None => eprintln!("{}: {message}", self.config.run_name),
+        }
     }
 
     fn fail(&mut self, err: anyhow::Error) -> Control {
@@ -681,8 +695,8 @@ impl Observer for Recorder<'_> {
         if self.stop_after_epochs.is_some_and(|k| self.epochs_this_session >= k)
             && progress.epoch < self.config.train.epochs
         {
-            if self.tty && self.verbose {
-                eprintln!();
+            if let Some(bar) = &self.bar {
+                bar.abandon_with_message("stopped (resume with --resume)");
             }
             return Ok(Control::Stop);
         }

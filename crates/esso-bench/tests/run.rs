@@ -47,7 +47,7 @@ fn options(dir: &Path) -> RunOptions {
         resume: false,
         stop_after_epochs: None,
         verbose: false,
-        redraw_progress: false,
+        bars: None,
     }
 }
 

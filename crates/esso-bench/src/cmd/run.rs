@@ -60,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         resume: args.resume,
         stop_after_epochs: args.stop_after_epochs,
         verbose: !args.quiet,
-        redraw_progress: args.jobs == 1 && std::io::stderr().is_terminal(),
+        bars: std::io::stderr().is_terminal().then(indicatif::MultiProgress::new),
     };
     let n_runs = experiment.runs.len();
     if !args.quiet {
