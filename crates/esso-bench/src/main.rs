@@ -33,8 +33,18 @@ enum Command {
     Figures(cmd::figures::FiguresArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Prints the error chain as one readable message (no backtrace) and exits with status 1.
+fn main() -> std::process::ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Hessian(args) => cmd::hessian::run(args),
