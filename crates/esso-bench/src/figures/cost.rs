@@ -75,8 +75,8 @@ impl Figure for Cost {
             .x_label_area_size(64)
             .y_label_area_size(100)
             .build_cartesian_2d(
-                style::log_padded(x_lo, x_hi).log_scale(),
-                style::log_padded(y_lo, y_hi).log_scale(),
+                style::log_axis(style::log_padded(x_lo, x_hi)),
+                style::log_axis(style::log_padded(y_lo, y_hi)),
             )
             .plot()?;
         chart
@@ -85,8 +85,8 @@ impl Figure for Cost {
             .y_desc("time per step (s)")
             .axis_desc_style(text(AXIS_SIZE))
             .label_style(text(TICK_SIZE))
-            .x_label_formatter(&|v| style::log_label(*v))
-            .y_label_formatter(&|v| style::log_label(*v))
+            .x_label_formatter(&|v| style::log_axis_label(*v))
+            .y_label_formatter(&|v| style::log_axis_label(*v))
             .light_line_style(RGBColor(238, 238, 238))
             .max_light_lines(3)
             .draw()
@@ -95,7 +95,7 @@ impl Figure for Cost {
             let color = entry.color;
             chart
                 .draw_series(LineSeries::new(
-                    points.iter().copied(),
+                    points.iter().map(|p| (p.0.log10(), p.1.log10())),
                     color.stroke_width(LINE_WIDTH),
                 ))
                 .plot()?
@@ -103,11 +103,17 @@ impl Figure for Cost {
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(LINE_WIDTH))
                 });
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, color.filled()))).plot()?;
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|p| Circle::new((p.0.log10(), p.1.log10()), 5, color.filled())),
+                )
+                .plot()?;
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .legend_area_size(44)
             .label_font(text(TICK_SIZE + 2))
             .background_style(WHITE.mix(0.9))

@@ -152,7 +152,7 @@ impl Figure for Exactness {
             .margin_right(30)
             .x_label_area_size(58)
             .y_label_area_size(90)
-            .build_cartesian_2d(style::KeyedAxis::new(lo..hi, keys), e_range.log_scale())
+            .build_cartesian_2d(style::KeyedAxis::new(lo..hi, keys), style::log_axis(e_range))
             .plot()?;
         right
             .configure_mesh()
@@ -161,7 +161,7 @@ impl Figure for Exactness {
             .axis_desc_style(text(AXIS_SIZE))
             .label_style(text(TICK_SIZE))
             .x_label_formatter(&|s| style::symlog_label(*s))
-            .y_label_formatter(&|v| style::log_label(*v))
+            .y_label_formatter(&|v| style::log_axis_label(*v))
             .light_line_style(RGBColor(238, 238, 238))
             .max_light_lines(3)
             .draw()
@@ -169,7 +169,11 @@ impl Figure for Exactness {
         for (entry, points) in &self.sets {
             right
                 .draw_series(points.iter().map(|p| {
-                    Circle::new((symlog(p.0), p.2), 5, entry.color.mix(0.75).stroke_width(2))
+                    Circle::new(
+                        (symlog(p.0), p.2.log10()),
+                        5,
+                        entry.color.mix(0.75).stroke_width(2),
+                    )
                 }))
                 .plot()?;
         }

@@ -330,6 +330,18 @@ pub(crate) fn log_key_points(lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
+/// A log axis over `range` (values > 0) as a [`KeyedAxis`] in log10 units: plot log10(v)
+/// and label ticks with [`log_axis_label`].
+pub(crate) fn log_axis(range: std::ops::Range<f64>) -> KeyedAxis {
+    let keys = log_key_points(range.start, range.end);
+    KeyedAxis::new(range.start.log10()..range.end.log10(), keys)
+}
+
+/// The tick label of a [`log_axis`] position (log10 units).
+pub(crate) fn log_axis_label(v: f64) -> String {
+    log_label(10f64.powf(v))
+}
+
 /// A linear f64 axis whose ticks are exactly the given key points (plotters'
 /// `WithKeyPoints` loses the label formatter of f64 axes).
 #[derive(Debug, Clone)]
