@@ -187,7 +187,7 @@ impl RunRecord {
     }
 
     fn write(&self, path: &Path) -> Result<()> {
-        let file = hdf5::File::create(path)?;
+        let file = hdf5::File::with_options().with_fapl(no_file_locking).create(path)?;
         file.new_attr::<u32>().create("format_version")?.write_scalar(&FORMAT_VERSION)?;
         attr_str(&file, "name", &self.name)?;
         attr_str(&file, "config", &self.config_toml)?;
@@ -238,7 +238,7 @@ impl RunRecord {
     }
 
     fn read(path: &Path) -> Result<RunRecord> {
-        let file = hdf5::File::open(path)?;
+        let file = hdf5::File::with_options().with_fapl(no_file_locking).open(path)?;
         let version = file.attr("format_version")?.read_scalar::<u32>()?;
         if version != FORMAT_VERSION {
             bail!("format version {version}, this esso reads {FORMAT_VERSION}");
@@ -284,6 +284,15 @@ impl RunRecord {
             weights,
         })
     }
+}
+
+/// HDF5's advisory file locks are off: files are written under a temporary name and renamed,
+/// so no reader ever meets a file being written, and the locks misfire when a child process
+/// (git, npm) started by another thread inherits the open descriptor (EWOULDBLOCK on open).
+fn no_file_locking(
+    fapl: &mut hdf5::plist::FileAccessBuilder,
+) -> &mut hdf5::plist::FileAccessBuilder {
+    fapl.file_locking(false)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

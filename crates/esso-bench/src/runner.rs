@@ -504,6 +504,7 @@ impl Recorder<'_> {
         }
         let n_layers = mlp.n_layers();
         let mut pooled: Vec<Vec<f64>> = vec![Vec::new(); n_layers];
+        let mut n_negative = vec![0_usize; n_layers];
         let mut fwd = ForwardTrace::new(mlp);
         let mut so = SecondOrderTrace::new(mlp);
         let targets = targets_of(&self.tracking);
@@ -513,6 +514,9 @@ impl Recorder<'_> {
             for (layer_idx, pool) in pooled.iter_mut().enumerate() {
                 let curv = LayerCurvature::from_trace(&fwd, &so, layer_idx)
                     .with_context(|| format!("curvature of layer {layer_idx} at step {n_steps}"))?;
+                // Negative beyond rounding: the exact zeros (e.g. the null vector 1 of the
+                // softmax Hessian) come out of the eigensolver as ±1e-17-sized values.
+                n_negative[layer_idx] += curv.n_negative_eigenvalues();
                 pool.extend(curv.eigenvalues().iter());
             }
         }
@@ -521,7 +525,7 @@ impl Recorder<'_> {
         for (layer_idx, pool) in pooled.iter().enumerate() {
             let min = pool.iter().copied().fold(f64::INFINITY, f64::min);
             let max = pool.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let frac_neg = pool.iter().filter(|&&e| e < 0.0).count() as f64 / pool.len() as f64;
+            let frac_neg = n_negative[layer_idx] as f64 / pool.len() as f64;
             row.extend([min, max, frac_neg]);
             let mut counts = vec![0.0; n_bins];
             for &e in pool {
