@@ -210,13 +210,9 @@ impl Figure for Curves {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        root.fill(&WHITE).plot()?;
         let entries: Vec<LegendEntry> = self.curves.iter().map(|c| c.entry.clone()).collect();
-        let legend_h = style::legend_height(&entries, self.size().0);
-        let (title, rest) = root.split_vertically(64);
-        let (body, legend) = rest.split_vertically(self.size().1 - 64 - legend_h);
-        style::draw_title(&title, &self.title)?;
-        let panels = body.split_evenly((2, 2));
+        let (panels, legend) =
+            style::title_panels_legend(root, self.size(), &self.title, &entries, (2, 2))?;
         for (area, panel) in
             panels.iter().zip([Panel::EpochLoss, Panel::EpochAcc, Panel::TimeLoss, Panel::TimeAcc])
         {

@@ -95,17 +95,14 @@ impl Figure for Histograms {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        root.fill(&WHITE).plot()?;
         let entries: Vec<LegendEntry> = self
             .layers
             .first()
             .map(|l| l.iter().map(|(e, _)| e.clone()).collect())
             .unwrap_or_default();
-        let legend_h = style::legend_height(&entries, self.size().0);
-        let (title, rest) = root.split_vertically(64);
-        let (body, legend) = rest.split_vertically(self.size().1 - 64 - legend_h);
-        style::draw_title(&title, &self.title)?;
-        let panels = body.split_evenly((1, self.layers.len().max(1)));
+        let grid = (1, self.layers.len().max(1));
+        let (panels, legend) =
+            style::title_panels_legend(root, self.size(), &self.title, &entries, grid)?;
         for (layer_idx, (area, lines)) in panels.iter().zip(&self.layers).enumerate() {
             let all = lines.iter().flat_map(|(_, v)| v.iter().map(|&e| symlog(e)));
             let (lo, hi) = style::finite_range(all).unwrap_or((-1.0, 1.0));
@@ -225,17 +222,14 @@ impl Figure for NegativeFraction {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        root.fill(&WHITE).plot()?;
         let entries: Vec<LegendEntry> = self
             .layers
             .first()
             .map(|l| l.iter().map(|(e, _)| e.clone()).collect())
             .unwrap_or_default();
-        let legend_h = style::legend_height(&entries, self.size().0);
-        let (title, rest) = root.split_vertically(64);
-        let (body, legend) = rest.split_vertically(self.size().1 - 64 - legend_h);
-        style::draw_title(&title, &self.title)?;
-        let panels = body.split_evenly((1, self.layers.len().max(1)));
+        let grid = (1, self.layers.len().max(1));
+        let (panels, legend) =
+            style::title_panels_legend(root, self.size(), &self.title, &entries, grid)?;
         for (layer_idx, (area, lines)) in panels.iter().zip(&self.layers).enumerate() {
             let points = lines.iter().flat_map(|(_, p)| p);
             let x_hi =

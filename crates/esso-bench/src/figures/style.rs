@@ -90,6 +90,30 @@ pub(crate) fn draw_title<DB: DrawingBackend>(
     area.draw(&Text::new(second, (w as i32 / 2, h as i32 / 2 + dy), style)).plot()
 }
 
+/// Lays out a figure of `size` pixels: fills the background, draws `title` in a strip at the
+/// top, reserves a legend strip at the bottom sized for `entries`, and splits the rest into
+/// a `grid` = (rows, columns) of panels. Returns the panels (row-major) and the legend area.
+pub(crate) fn title_panels_legend<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    size: (u32, u32),
+    title: &str,
+    entries: &[LegendEntry],
+    grid: (usize, usize),
+) -> Result<(Vec<Area<DB>>, Area<DB>)> {
+    root.fill(&WHITE).plot()?;
+    let legend_h = legend_height(entries, size.0);
+    let (title_area, rest) = root.split_vertically(TITLE_STRIP);
+    let (body, legend) = rest.split_vertically(size.1 - TITLE_STRIP - legend_h);
+    draw_title(&title_area, title)?;
+    Ok((body.split_evenly(grid), legend))
+}
+
+/// A drawing area in pixel coordinates.
+pub(crate) type Area<DB> = DrawingArea<DB, Shift>;
+
+/// Height of the title strip of every figure, in pixels.
+const TITLE_STRIP: u32 = 64;
+
 /// Draws a legend centred in `area`, entries laid out left to right and wrapped.
 pub(crate) fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
