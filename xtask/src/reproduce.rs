@@ -81,8 +81,8 @@ const FIGURES: &[FigureSpec] = &[
                   optimiser, on a symlog axis s = sign(e)·log10(1 + |e|). Figure 3: the \
                   fraction of them that is negative, per layer, over training. The output \
                   layer's block is positive semi-definite under cross-entropy \
-                  (H_L = diag(p) − ppᵀ): its \"negative\" values are the rounding of its exact \
-                  zero eigenvalue.",
+                  (H_L = diag(p) − ppᵀ), so its curve stays at 0: eigenvalues count as \
+                  negative only below −1e-10·max|e| (the rounding of the exact zeros).",
     },
     FigureSpec {
         name: "sensitivity",

@@ -204,7 +204,7 @@ pub fn negative_fraction(groups: &[RunGroup], title: &str, stem: &Path) -> Resul
     }
     let sizes = groups[0].runs[0].config.model.sizes.clone();
     // Softmax cross-entropy: H_L = diag(p) − ppᵀ is PSD with null vector 1, so the output
-    // block's "negative" eigenvalues are the rounding of its exact zero.
+    // block has no negative eigenvalue (the runner counts negatives beyond rounding).
     let output_psd = groups[0].runs[0].config.model.loss == esso_core::Loss::CrossEntropy;
     save(&NegativeFraction { title: title.to_string(), layers, sizes, output_psd }, stem)
 }
@@ -244,7 +244,7 @@ impl Figure for NegativeFraction {
                 self.sizes.get(layer_idx + 1).copied().unwrap_or(0)
             );
             if self.output_psd && layer_idx + 1 == self.layers.len() {
-                caption.push_str(": PSD, only ± rounding of its exact 0");
+                caption.push_str(": PSD, no negative eigenvalue");
             }
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, text(PANEL_SIZE))
