@@ -195,22 +195,27 @@ impl Optimizer for Adam {
         let bias1 = 1.0 - c.beta1.powf(t);
         let bias2 = 1.0 - c.beta2.powf(t);
         let mut update = Params::zeros_like(&g);
-        for ((((u, m), v), &g), &theta) in update
-            .iter_mut()
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-            .zip(g.iter())
-            .zip(mlp.params().iter())
-        {
-            *m = c.beta1 * *m + (1.0 - c.beta1) * g;
-            *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
-            let m_hat = *m / bias1;
-            let v_hat = *v / bias2;
-            let adaptive = c.lr * m_hat / (v_hat.sqrt() + c.eps);
-            *u = match self.mode {
-                WeightDecayMode::L2 => -factor * adaptive,
-                WeightDecayMode::Decoupled => -factor * (adaptive + c.weight_decay * theta),
-            };
+        // Slice by slice (weight, bias of each layer): contiguous loops the compiler
+        // vectorises, instead of zipping five element iterators.
+        let decay = match self.mode {
+            WeightDecayMode::L2 => 0.0,
+            WeightDecayMode::Decoupled => c.weight_decay,
+        };
+        let slices = update
+            .slices_mut()
+            .zip(m.slices_mut())
+            .zip(v.slices_mut())
+            .zip(g.slices())
+            .zip(mlp.params().slices());
+        for ((((u, m), v), g), theta) in slices {
+            for i in 0..u.len() {
+                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
+                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
+                let m_hat = m[i] / bias1;
+                let v_hat = v[i] / bias2;
+                let adaptive = c.lr * m_hat / (v_hat.sqrt() + c.eps);
+                u[i] = -factor * (adaptive + decay * theta[i]);
+            }
         }
         let new_params = checked_update(step, loss_value, mlp.params(), &update)?;
         if !(m.is_finite() && v.is_finite()) {
