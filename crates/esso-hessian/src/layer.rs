@@ -68,23 +68,8 @@ impl LayerCurvature {
         second: &SecondOrderTrace,
         layer_idx: usize,
     ) -> Result<Self> {
-        assert_eq!(forward.n_layers(), second.n_layers(), "traces of different networks");
-        if layer_idx >= second.n_layers() {
-            return Err(HessianError::LayerOutOfRange { layer_idx, n_layers: second.n_layers() });
-        }
-        let a = forward.layer_input(layer_idx);
-        if !a.iter().all(|v| v.is_finite()) {
-            return Err(HessianError::NonFinite {
-                what: "layer input",
-                layer_idx: Some(layer_idx),
-            });
-        }
-        Self::build(
-            second.pre_activation_hessian(layer_idx),
-            forward.layer_input_norm_sq(layer_idx),
-            Some(a.len()),
-            Some(layer_idx),
-        )
+        let (h, a) = trace_layer(forward, second, layer_idx)?;
+        Self::build(h, forward.layer_input_norm_sq(layer_idx), Some(a.len()), Some(layer_idx))
     }
 
     fn build(
@@ -288,15 +273,8 @@ impl LayerBlock {
         second: &SecondOrderTrace,
         layer_idx: usize,
     ) -> Result<Self> {
-        assert_eq!(forward.n_layers(), second.n_layers(), "traces of different networks");
-        if layer_idx >= second.n_layers() {
-            return Err(HessianError::LayerOutOfRange { layer_idx, n_layers: second.n_layers() });
-        }
-        Self::build(
-            second.pre_activation_hessian(layer_idx),
-            forward.layer_input(layer_idx),
-            Some(layer_idx),
-        )
+        let (h, a) = trace_layer(forward, second, layer_idx)?;
+        Self::build(h, a, Some(layer_idx))
     }
 
     fn build(h: &ArrayRef2<f64>, a: &ArrayRef1<f64>, layer_idx: Option<usize>) -> Result<Self> {
@@ -627,6 +605,28 @@ pub(crate) fn assert_traces_fit(mlp: &Mlp, forward: &ForwardTrace, second: &Seco
             }),
         "traces were built for another network"
     );
+}
+
+/// H_l and a_{l−1} of layer `layer_idx` from one sample's traces, with the layer index and
+/// the input checked (shared by [`LayerCurvature::from_trace`] and [`LayerBlock::from_trace`]).
+///
+/// # Panics
+/// If the two traces have different numbers of layers.
+#[track_caller]
+fn trace_layer<'t>(
+    forward: &'t ForwardTrace,
+    second: &'t SecondOrderTrace,
+    layer_idx: usize,
+) -> Result<(&'t Array2<f64>, &'t Array1<f64>)> {
+    assert_eq!(forward.n_layers(), second.n_layers(), "traces of different networks");
+    if layer_idx >= second.n_layers() {
+        return Err(HessianError::LayerOutOfRange { layer_idx, n_layers: second.n_layers() });
+    }
+    let a = forward.layer_input(layer_idx);
+    if !a.iter().all(|v| v.is_finite()) {
+        return Err(HessianError::NonFinite { what: "layer input", layer_idx: Some(layer_idx) });
+    }
+    Ok((second.pre_activation_hessian(layer_idx), a))
 }
 
 #[cfg(test)]
