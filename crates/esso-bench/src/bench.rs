@@ -69,8 +69,11 @@ impl Bench {
     /// A network of `case`'s sizes (seed 0) and the optimiser of `optimizer_toml`.
     ///
     /// # Errors
-    /// A bad case or config.
+    /// A bad case or config, or a batch size outside 1..=256 (the synthetic stream's length).
     pub fn new(case: &BenchCase, optimizer_toml: &str, batch_size: usize) -> Result<Self> {
+        if !(1..=STREAM_LEN).contains(&batch_size) {
+            anyhow::bail!("batch size {batch_size}: must be between 1 and {STREAM_LEN}");
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mlp = Mlp::new(&case.sizes, case.activation, Init::GlorotUniform, &mut rng)?;
         let config: OptimizerConfig =
@@ -80,7 +83,7 @@ impl Bench {
         let n_out = case.sizes[case.sizes.len() - 1];
         let xs = Array2::from_shape_fn((STREAM_LEN, n_in), |_| esso_core::uniform01(&mut rng));
         let labels = (0..STREAM_LEN).map(|i| i % n_out).collect();
-        Ok(Bench { mlp, optimizer, xs, labels, batch_size: batch_size.max(1), next: 0 })
+        Ok(Bench { mlp, optimizer, xs, labels, batch_size, next: 0 })
     }
 
     /// Parameter count of the network.
@@ -93,12 +96,10 @@ impl Bench {
     /// # Errors
     /// The optimiser's errors (divergence would be one).
     pub fn step(&mut self) -> Result<()> {
-        let start = self.next;
-        let end = start + self.batch_size;
-        if end > STREAM_LEN {
+        if self.next + self.batch_size > STREAM_LEN {
             self.next = 0;
-            return self.step();
         }
+        let (start, end) = (self.next, self.next + self.batch_size);
         self.next = end;
         let xs = self.xs.slice(ndarray::s![start..end, ..]);
         self.optimizer
@@ -210,6 +211,8 @@ mod tests {
             assert_eq!((r.n_params, r.n_steps), (53, 4));
             assert!(r.samples_per_second > 0.0);
         }
+        let err = Bench::new(&case, default_optimizers()[0].1, 257).err().unwrap();
+        assert_eq!(err.to_string(), "batch size 257: must be between 1 and 256");
         let md = to_markdown(&[
             BenchResult {
                 case: "c".into(),
