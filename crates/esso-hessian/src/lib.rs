@@ -46,13 +46,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod batch;
+pub mod density;
 mod error;
 mod full;
 mod inertia;
+pub mod lanczos;
+pub mod landscape;
 mod layer;
 mod linalg;
 pub mod reference;
+pub mod sharpness;
 mod spectral;
+pub mod trace;
 
 pub use error::{HessianError, Result};
 pub use full::{FullHessian, FullSpectrum, GRAM_RANK_RTOL};
