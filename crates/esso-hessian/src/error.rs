@@ -79,6 +79,22 @@ pub enum HessianError {
     /// An error from esso-core (bad input, bad target).
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// Two networks, or a network and a direction, that must share an architecture do not.
+    #[error("{what}: {first} vs {second}")]
+    ArchitectureMismatch {
+        /// What was compared, e.g. `networks to interpolate differ in architecture`.
+        what: &'static str,
+        /// The first architecture, e.g. `sizes [4, 5, 3], tanh`.
+        first: String,
+        /// The second architecture.
+        second: String,
+    },
+    /// An input that must hold at least one element, e.g. a dataset of zero samples.
+    #[error("{what} is empty")]
+    Empty {
+        /// The quantity, e.g. `dataset`.
+        what: &'static str,
+    },
 }
 
 fn location(layer_idx: Option<usize>) -> String {
