@@ -76,6 +76,37 @@ pub enum HessianError {
         /// Which system.
         what: &'static str,
     },
+    /// A product with an operator (a Hessian-vector product) returned a NaN or infinite
+    /// value.
+    #[error("{what}: the operator returned a non-finite value at iteration {iteration}")]
+    NonFiniteProduct {
+        /// The algorithm, e.g. `Lanczos` or `Hutchinson`.
+        what: &'static str,
+        /// The iteration (0-based) whose product was not finite.
+        iteration: usize,
+    },
+    /// More eigenpairs were requested than the operator's dimension.
+    #[error("{requested} eigenpairs requested from an operator of dimension {dim}")]
+    TooManyEigenpairs {
+        /// The number requested.
+        requested: usize,
+        /// The operator's dimension.
+        dim: usize,
+    },
+    /// The exact mini-batch spectrum would need a stacked Gram matrix above the size limit.
+    #[error(
+        "the exact mini-batch spectrum needs a {rows} x {rows} Gram matrix ({n_samples} samples x {rows_per_sample} rows of K each), above the limit of {limit} rows: use fewer samples, raise the limit, or use Lanczos"
+    )]
+    BatchTooLarge {
+        /// B, the number of samples.
+        n_samples: usize,
+        /// m, the rows of K per sample.
+        rows_per_sample: usize,
+        /// B·m.
+        rows: usize,
+        /// The largest B·m allowed.
+        limit: usize,
+    },
     /// An error from esso-core (bad input, bad target).
     #[error(transparent)]
     Core(#[from] CoreError),

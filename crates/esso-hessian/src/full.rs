@@ -690,6 +690,13 @@ fn sub2_mut(a: &mut Array2<f64>, rows: Range<usize>, cols: Range<usize>) -> Arra
     view
 }
 
+impl<'a> FullHessian<'a> {
+    /// The network this Hessian was built for (for operator adaptors in `batch`).
+    pub(crate) fn network(&self) -> &'a Mlp {
+        self.mlp
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
