@@ -42,19 +42,25 @@ pub struct EpsSharpnessOptions {
     /// Initial step η as a fraction of the box half-widths: a step moves y_i by
     /// η ε (|θ_i| + 1). In (0, 2]; 0.5 reaches the box corner in two accepted steps.
     pub step_fraction: f64,
-    /// When set, a second ascent starts from a corner of the box with signs drawn from this
-    /// seed (platform-stable), and the better of the two results is kept.
+    /// When set, further ascents start from `random_corners` corners of the box with signs
+    /// drawn from this seed (platform-stable), and the best result of all starts is kept.
     pub random_corner_seed: Option<u64>,
+    /// Number of random-corner starts when `random_corner_seed` is set (default 1). For
+    /// large ε the box holds several local maxima (KKT corners) and more starts raise the
+    /// lower bound.
+    pub random_corners: usize,
 }
 
 impl Default for EpsSharpnessOptions {
-    /// ε = 1e-3 (Keskar et al.), 20 steps, η = 0.5, no random start.
+    /// ε = 1e-3 (Keskar et al.), 20 steps, η = 0.5, no random start (one random corner when
+    /// a seed is set).
     fn default() -> Self {
         EpsSharpnessOptions {
             epsilon: 1e-3,
             steps: 20,
             step_fraction: 0.5,
             random_corner_seed: None,
+            random_corners: 1,
         }
     }
 }
@@ -83,7 +89,7 @@ pub struct EpsSharpness {
     pub steps: usize,
     /// Gradient evaluations in total (every start, the unperturbed point included).
     pub evaluations: usize,
-    /// Whether `max_loss` came from the random-corner start.
+    /// Whether `max_loss` came from one of the random-corner starts.
     pub from_random_corner: bool,
 }
 
@@ -142,10 +148,12 @@ pub struct RhoSharpness {
 /// the box C_ε (see the module docs and [`EpsSharpness`]).
 ///
 /// The ascent starts at y = 0 and, with [`EpsSharpnessOptions::random_corner_seed`], also at
-/// a random corner; the first step from 0 moves every coordinate by η r_i in the direction
-/// of its gradient sign, r_i = ε (|θ_i| + 1). Keskar et al. used L-BFGS-B; the linear
-/// maximiser of the box, r ⊙ sign g, is reached in 1/η accepted steps, so for small ε this
-/// already attains the first-order maximum.
+/// [`EpsSharpnessOptions::random_corners`] random corners; the first step from 0 moves every
+/// coordinate by η r_i in the direction of its gradient sign, r_i = ε (|θ_i| + 1). Keskar et
+/// al. used L-BFGS-B; the linear maximiser of the box, r ⊙ sign g, is reached in 1/η
+/// accepted steps, so for small ε this already attains the first-order maximum. For large ε
+/// the ascent stops at a local maximum (a corner where every gradient sign points outwards)
+/// that need not be the global one: random corners help there.
 ///
 /// # Errors
 /// [`HessianError::InvalidParameter`] for ε or η not finite and > 0 (η ≤ 2),
@@ -169,12 +177,14 @@ pub fn eps_sharpness(
     let mut best = ascend(&mut objective, &constraint, zero, loss0, grad0, options)?;
     let mut from_random_corner = false;
     if let Some(seed) = options.random_corner_seed {
-        let corner = random_corner(&radius, seed);
-        let (loss_c, grad_c) = objective.at(&corner)?;
-        let run = ascend(&mut objective, &constraint, corner, loss_c, grad_c, options)?;
-        if run.loss > best.loss {
-            best = run;
-            from_random_corner = true;
+        for index in 0..options.random_corners {
+            let corner = random_corner(&radius, seed, index as u64);
+            let (loss_c, grad_c) = objective.at(&corner)?;
+            let run = ascend(&mut objective, &constraint, corner, loss_c, grad_c, options)?;
+            if run.loss > best.loss {
+                best = run;
+                from_random_corner = true;
+            }
         }
     }
     // The start at y = 0 only accepts increases, so best.loss ≥ loss0.
@@ -253,10 +263,10 @@ fn box_radius(theta: &Params, epsilon: f64) -> Params {
     r
 }
 
-/// The corner y_i = ±r_i with signs from `derived_rng(seed, 0, EPS_CORNER_TAG)`, one bit per
-/// parameter in the canonical order.
-fn random_corner(radius: &Params, seed: u64) -> Params {
-    let mut rng = portable::derived_rng(seed, 0, EPS_CORNER_TAG);
+/// The corner y_i = ±r_i with signs from `derived_rng(seed, index, EPS_CORNER_TAG)`, one bit
+/// per parameter in the canonical order.
+fn random_corner(radius: &Params, seed: u64, index: u64) -> Params {
+    let mut rng = portable::derived_rng(seed, index, EPS_CORNER_TAG);
     let mut y = radius.clone();
     for s in y.slices_mut() {
         for v in s {
