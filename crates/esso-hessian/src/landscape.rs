@@ -60,7 +60,7 @@ pub struct Surface2d {
     pub xs: Vec<f64>,
     /// The y grid (coefficients of d₂).
     pub ys: Vec<f64>,
-    /// `losses[[i, j]]` = L(θ + xs[i] d₁ + ys[j] d₂), shape len(xs) × len(ys).
+    /// `losses[[i, j]]` = L(θ + `xs[i]` d₁ + `ys[j]` d₂), shape len(xs) × len(ys).
     pub losses: Array2<f64>,
     /// Accuracies, same layout; `None` for non-class targets.
     pub accuracies: Option<Array2<f64>>,
@@ -73,7 +73,7 @@ pub enum BiasMode {
     /// batch-norm parameters). The default.
     #[default]
     Zero,
-    /// Neuron i's filter is the vector (W_l[i, :], b_l[i]): the bias is drawn and rescaled
+    /// Neuron i's filter is the vector (`W_l[i, :]`, `b_l[i]`): the bias is drawn and rescaled
     /// with its row.
     InFilter,
 }
@@ -135,12 +135,8 @@ pub fn interpolate_1d(
             evaluate(&net, loss, xs, targets)
         })
         .collect::<Result<Vec<_>>>()?;
-    let (losses, accuracies): (Vec<f64>, Vec<Option<f64>>) = points.into_iter().unzip();
-    Ok(Interpolation1d {
-        alphas: alphas.to_vec(),
-        losses,
-        accuracies: accuracies.into_iter().collect(),
-    })
+    let (losses, accuracies) = split(points, targets);
+    Ok(Interpolation1d { alphas: alphas.to_vec(), losses, accuracies })
 }
 
 /// Loss and accuracy of θ + x d₁ + y d₂ (θ the parameters of `mlp`) for every x in
@@ -199,7 +195,7 @@ pub fn surface_2d(
             point
         })
         .collect::<Result<Vec<_>>>()?;
-    let (losses, accuracies): (Vec<f64>, Vec<Option<f64>>) = points.into_iter().unzip();
+    let (losses, accuracies) = split(points, targets);
     let to_grid = |v: Vec<f64>| {
         Array2::from_shape_vec((nx, ny), v).map_err(|_| HessianError::Shape {
             what: "surface grid",
@@ -207,7 +203,6 @@ pub fn surface_2d(
             got: 0,
         })
     };
-    let accuracies: Option<Vec<f64>> = accuracies.into_iter().collect();
     Ok(Surface2d {
         xs: grid_x.to_vec(),
         ys: grid_y.to_vec(),
@@ -247,8 +242,8 @@ pub fn filter_normalized_directions(
 
 /// Rescales `direction` filter by filter to the filter norms of `reference` (Li et al. 2018).
 ///
-/// A filter is neuron i of layer l: the row W_l[i, :] ([`BiasMode::Zero`], and the bias
-/// entry of the direction is set to 0) or the vector (W_l[i, :], b_l[i])
+/// A filter is neuron i of layer l: the row `W_l[i, :]` ([`BiasMode::Zero`], and the bias
+/// entry of the direction is set to 0) or the vector (`W_l[i, :]`, `b_l[i]`)
 /// ([`BiasMode::InFilter`]). Afterwards ‖d_filter‖₂ = ‖θ_filter‖₂ for every filter up to
 /// rounding; a filter that is zero in either vector is 0 in the result.
 ///
@@ -367,6 +362,14 @@ fn evaluate(
 ) -> Result<(f64, Option<f64>)> {
     let e = net.evaluate(xs, targets, loss)?;
     Ok((e.mean_loss, e.accuracy))
+}
+
+/// Losses, and accuracies exactly when the targets are classes (also for zero points).
+fn split(points: Vec<(f64, Option<f64>)>, targets: Targets<'_>) -> (Vec<f64>, Option<Vec<f64>>) {
+    let (losses, accuracies): (Vec<f64>, Vec<Option<f64>>) = points.into_iter().unzip();
+    let accuracies = matches!(targets, Targets::Classes(_))
+        .then(|| accuracies.into_iter().map(|a| a.unwrap_or(f64::NAN)).collect());
+    (losses, accuracies)
 }
 
 fn check_grid(name: &'static str, values: &[f64]) -> Result<()> {
