@@ -69,6 +69,7 @@
 
 mod adam;
 mod config;
+mod engine;
 mod error;
 mod esso;
 mod optimizer;

@@ -189,10 +189,30 @@ impl StepReport {
         update: &Params,
         learning_rate: f64,
     ) -> Self {
-        let grad_norm = grad.norm();
-        let step_norm = update.norm();
+        Self::from_norms(
+            step,
+            n_samples,
+            loss,
+            grad.norm(),
+            update.norm(),
+            grad.dot(update),
+            learning_rate,
+        )
+    }
+
+    /// A report from ‖g‖, ‖update‖ and ⟨g, update⟩, computed by the caller (from the
+    /// rank-one factors on the in-place paths, without materialising g).
+    pub(crate) fn from_norms(
+        step: u64,
+        n_samples: usize,
+        loss: f64,
+        grad_norm: f64,
+        step_norm: f64,
+        grad_dot_update: f64,
+        learning_rate: f64,
+    ) -> Self {
         let cos_to_neg_grad = (grad_norm > 0.0 && step_norm > 0.0)
-            .then(|| -grad.dot(update) / (grad_norm * step_norm));
+            .then(|| -grad_dot_update / (grad_norm * step_norm));
         StepReport {
             step,
             n_samples,
@@ -248,6 +268,48 @@ pub(crate) fn checked_update(
         return Err(diverged(step, Some(loss), NonFiniteQuantity::Parameters));
     }
     Ok(new_params)
+}
+
+/// θ ← θ + update, checked first without touching θ: the update, then every θ_i + u_i
+/// (computed exactly as it will be applied). No allocation.
+///
+/// # Errors
+/// [`OptimError::Diverged`] with [`NonFiniteQuantity::Update`] or
+/// [`NonFiniteQuantity::Parameters`]; `params` is unchanged then.
+pub(crate) fn apply_checked(
+    step: u64,
+    loss: f64,
+    params: &mut Params,
+    update: &Params,
+) -> Result<()> {
+    if !update.is_finite() {
+        return Err(diverged(step, Some(loss), NonFiniteQuantity::Update));
+    }
+    assert!(params.same_shape(update), "update has other shapes than the parameters");
+    let all_finite = params.slices().zip(update.slices()).all(|(p, u)| {
+        let mut probe = 0.0;
+        for (&p, &u) in p.iter().zip(u) {
+            probe += (p + u) * 0.0;
+        }
+        probe == 0.0
+    });
+    if !all_finite {
+        return Err(diverged(step, Some(loss), NonFiniteQuantity::Parameters));
+    }
+    for (p, u) in params.slices_mut().zip(update.slices()) {
+        for (p, &u) in p.iter_mut().zip(u) {
+            *p += u;
+        }
+    }
+    Ok(())
+}
+
+/// A buffer shaped like `like`, reused when it already has that shape.
+pub(crate) fn buffer<'a>(slot: &'a mut Option<Params>, like: &Params) -> &'a mut Params {
+    if !slot.as_ref().is_some_and(|b| b.same_shape(like)) {
+        *slot = Some(Params::zeros_like(like));
+    }
+    slot.as_mut().expect("just filled")
 }
 
 /// The error for a state of the wrong kind.

@@ -4,10 +4,12 @@ use esso_core::{Loss, Mlp, Params, Targets};
 use ndarray::ArrayRef2;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{BatchEngine, IN_PLACE_LIMIT, params_in_place_safe};
+use crate::error::NonFiniteQuantity;
 use crate::error::{Result, non_negative, unit_interval};
 use crate::optimizer::{
-    Optimizer, OptimizerState, StepReport, check_batch, check_buffer, check_loss_and_gradient,
-    checked_update, wrong_kind,
+    Optimizer, OptimizerState, StepReport, apply_checked, buffer, check_batch, check_buffer,
+    check_loss_and_gradient, diverged, wrong_kind,
 };
 use crate::schedule::Schedule;
 
@@ -83,7 +85,7 @@ impl SgdConfig {
     /// As [`SgdConfig::validate`].
     pub fn build(&self) -> Result<Sgd> {
         self.validate()?;
-        Ok(Sgd { config: *self, state: SgdState::default() })
+        Ok(Sgd { config: *self, state: SgdState::default(), workspace: SgdWorkspace::default() })
     }
 }
 
@@ -109,11 +111,23 @@ impl SgdState {
 
 /// SGD with momentum and weight decay (see [`SgdConfig`] for the update).
 ///
-/// Uses [`Mlp::mean_gradient`] (one GEMM per layer) for the mini-batch gradient.
+/// One GEMM per layer for the forward pass, backpropagation and the update; plain SGD
+/// updates the weights in place from the rank-one factors δ_s ã_sᵀ without materialising the
+/// gradient, and no step allocates (buffers are reused).
 #[derive(Debug, Clone)]
 pub struct Sgd {
     config: SgdConfig,
     state: SgdState,
+    workspace: SgdWorkspace,
+}
+
+/// Reused buffers (not part of the state: a checkpoint does not need them).
+#[derive(Debug, Clone, Default)]
+struct SgdWorkspace {
+    engine: BatchEngine,
+    grad: Option<Params>,
+    update: Option<Params>,
+    velocity: Option<Params>,
 }
 
 impl Sgd {
@@ -138,42 +152,93 @@ impl Optimizer for Sgd {
         check_batch(xs, targets)?;
         check_buffer("velocity", self.state.velocity.as_ref(), mlp)?;
         let step = self.state.n_steps;
-        let (loss_value, grad) = mlp.mean_gradient(xs, targets, loss)?;
-        check_loss_and_gradient(step, self.state.last_finite_loss, loss_value, &grad)?;
-        let c = &self.config;
         let lr = self.learning_rate();
-        let mut g = grad.clone();
-        if c.weight_decay != 0.0 {
-            g.axpy(c.weight_decay, mlp.params());
+        let ws = &mut self.workspace;
+        ws.engine.forward(mlp, xs)?;
+        let loss_value = ws.engine.losses_and_deltas(targets, loss)?;
+        if !loss_value.is_finite() {
+            return Err(diverged(step, self.state.last_finite_loss, NonFiniteQuantity::Loss));
         }
-        let (update, velocity) = if c.momentum == 0.0 {
-            let mut update = g;
-            update.scale(-lr);
-            (update, None)
-        } else {
-            let mut v = match &self.state.velocity {
-                Some(v) => {
-                    let mut v = v.clone();
-                    v.scale(c.momentum);
-                    v
+        ws.engine.backward(mlp);
+        let n_samples = xs.nrows();
+        let c = self.config;
+        if c.momentum == 0.0 && c.weight_decay == 0.0 {
+            // Plain SGD in place: W ← W − (η/B) Σ_s δ_s ã_sᵀ, one GEMM per layer, when the
+            // bounds prove that gradient, update and new parameters are finite.
+            let n_layers = ws.engine.n_layers();
+            let bounds_ok = (0..n_layers).all(|l| {
+                let g = ws.engine.gradient_bound(l);
+                g <= IN_PLACE_LIMIT && lr * g <= IN_PLACE_LIMIT
+            });
+            if bounds_ok && params_in_place_safe(mlp.params()) {
+                let grad_norm_sq: f64 = (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l)).sum();
+                ws.engine.add_scaled_gradient_to(-lr / n_samples as f64, mlp.params_mut());
+                self.state.n_steps = step + 1;
+                self.state.last_finite_loss = Some(loss_value);
+                let grad_norm = grad_norm_sq.sqrt();
+                return Ok(StepReport::from_norms(
+                    step,
+                    n_samples,
+                    loss_value,
+                    grad_norm,
+                    lr * grad_norm,
+                    -lr * grad_norm_sq,
+                    lr,
+                ));
+            }
+        }
+        // The checked path (momentum, weight decay, or bounds too large to prove): the
+        // gradient and the update in reused buffers, every check before θ changes.
+        let grad = buffer(&mut ws.grad, mlp.params());
+        ws.engine.gradient_into(1.0, grad);
+        check_loss_and_gradient(step, self.state.last_finite_loss, loss_value, grad)?;
+        let update = buffer(&mut ws.update, mlp.params());
+        // update ← g' = g + w θ for now.
+        for ((u, g), theta) in update.slices_mut().zip(grad.slices()).zip(mlp.params().slices()) {
+            if c.weight_decay != 0.0 {
+                for i in 0..u.len() {
+                    u[i] = g[i] + c.weight_decay * theta[i];
                 }
-                None => Params::zeros_like(&g),
-            };
-            v.axpy(1.0, &g);
-            let mut update = if c.nesterov {
-                let mut d = g;
-                d.axpy(c.momentum, &v);
-                d
             } else {
-                v.clone()
-            };
-            update.scale(-lr);
-            (update, Some(v))
-        };
-        let new_params = checked_update(step, loss_value, mlp.params(), &update)?;
-        *mlp.params_mut() = new_params;
-        self.state = SgdState { n_steps: step + 1, last_finite_loss: Some(loss_value), velocity };
-        Ok(StepReport::new(step, xs.nrows(), loss_value, &grad, &update, lr))
+                u.copy_from_slice(g);
+            }
+        }
+        let has_velocity = c.momentum != 0.0;
+        if has_velocity {
+            // v_new = μ v + g'; update = g' + μ v_new (Nesterov) or v_new.
+            let v_new = buffer(&mut ws.velocity, mlp.params());
+            let old = self.state.velocity.as_ref();
+            for (idx, (v_new, u)) in v_new.slices_mut().zip(update.slices_mut()).enumerate() {
+                match old.and_then(|v| v.slices().nth(idx)) {
+                    Some(v) => {
+                        for i in 0..u.len() {
+                            v_new[i] = c.momentum * v[i] + u[i];
+                        }
+                    }
+                    None => {
+                        for i in 0..u.len() {
+                            v_new[i] = 0.0 * c.momentum + u[i];
+                        }
+                    }
+                }
+                for i in 0..u.len() {
+                    u[i] = if c.nesterov { u[i] + c.momentum * v_new[i] } else { v_new[i] };
+                }
+            }
+        }
+        update.scale(-lr);
+        apply_checked(step, loss_value, mlp.params_mut(), update)?;
+        let report = StepReport::new(step, n_samples, loss_value, grad, update, lr);
+        self.state.n_steps = step + 1;
+        self.state.last_finite_loss = Some(loss_value);
+        if has_velocity {
+            let v_new = ws.velocity.as_mut().expect("filled above");
+            match &mut self.state.velocity {
+                Some(v) => std::mem::swap(v, v_new),
+                None => self.state.velocity = Some(v_new.clone()),
+            }
+        }
+        Ok(report)
     }
 
     fn n_steps(&self) -> u64 {

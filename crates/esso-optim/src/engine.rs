@@ -1,0 +1,374 @@
+//! The allocation-free mini-batch engine behind the optimisers' hot paths: forward, δ_L and
+//! backpropagation of B samples into reused row-major buffers, with faer's SIMD kernels
+//! (`Par::Seq`: the matrices are per step and small; parallelism belongs across samples).
+//!
+//! Layout: for layer l (0-based) with n_in = n_{l−1} inputs and n_out = n_l outputs,
+//! `inputs[l]` holds a_{l−1} (B × n_in, row per sample), `pre[l]` holds z_l (B × n_out) and
+//! `deltas[l]` holds δ_l = ∂ℓ/∂z_l (B × n_out).
+//!
+//! The mean gradient of layer l is the sum of rank-one terms (1/B) Σ_s δ_s ã_sᵀ with
+//! ã = [a; 1]: it is never materialised on the fast paths; the weights are updated in place
+//! by one GEMM per layer, W ← W + α Δᵀ A.
+
+use esso_core::{CoreError, Dense, Loss, Mlp, Params, Targets};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, ColRef, MatMut, MatRef, Par};
+use ndarray::{ArrayRef2, ArrayView1, ArrayViewMut1};
+
+use crate::error::Result;
+
+/// Largest magnitude accepted on the in-place paths: if every |θ| and every bound on |update|
+/// is at most this, θ + update cannot overflow (2 × MAX/8 < MAX, with room for rounding).
+pub(crate) const IN_PLACE_LIMIT: f64 = f64::MAX / 8.0;
+
+/// Reusable buffers for the forward and backward passes of a mini-batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BatchEngine {
+    sizes: Vec<usize>,
+    n_samples: usize,
+    inputs: Vec<Vec<f64>>,
+    pre: Vec<Vec<f64>>,
+    deltas: Vec<Vec<f64>>,
+    losses: Vec<f64>,
+}
+
+impl BatchEngine {
+    /// Sizes the buffers for `mlp` and `n_samples` (reallocates only when they grow or the
+    /// network changes shape).
+    fn prepare(&mut self, mlp: &Mlp, n_samples: usize) {
+        let sizes = mlp.sizes();
+        if sizes != self.sizes {
+            *self = BatchEngine { sizes, ..BatchEngine::default() };
+            let n_layers = self.sizes.len() - 1;
+            self.inputs = vec![Vec::new(); n_layers];
+            self.pre = vec![Vec::new(); n_layers];
+            self.deltas = vec![Vec::new(); n_layers];
+        }
+        self.n_samples = n_samples;
+        for l in 0..self.sizes.len() - 1 {
+            self.inputs[l].resize(n_samples * self.sizes[l], 0.0);
+            self.pre[l].resize(n_samples * self.sizes[l + 1], 0.0);
+            self.deltas[l].resize(n_samples * self.sizes[l + 1], 0.0);
+        }
+        self.losses.resize(n_samples, 0.0);
+    }
+
+    /// Number of samples B of the last forward pass.
+    pub(crate) fn n_samples(&self) -> usize {
+        self.n_samples
+    }
+
+    /// Number of layers L.
+    pub(crate) fn n_layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+
+    /// a_{l−1} of sample `s` (the input of layer `l`).
+    pub(crate) fn input(&self, l: usize, s: usize) -> &[f64] {
+        let n = self.sizes[l];
+        &self.inputs[l][s * n..(s + 1) * n]
+    }
+
+    /// z_l of sample `s`.
+    pub(crate) fn pre_activation(&self, l: usize, s: usize) -> &[f64] {
+        let n = self.sizes[l + 1];
+        &self.pre[l][s * n..(s + 1) * n]
+    }
+
+    /// δ_l of sample `s`.
+    pub(crate) fn delta(&self, l: usize, s: usize) -> &[f64] {
+        let n = self.sizes[l + 1];
+        &self.deltas[l][s * n..(s + 1) * n]
+    }
+
+    /// Per-sample losses of the last [`BatchEngine::losses_and_deltas`].
+    pub(crate) fn losses(&self) -> &[f64] {
+        &self.losses
+    }
+
+    /// Forward pass of the batch: z_l = W_l a_{l−1} + b_l, a_l = σ(z_l), one GEMM per layer.
+    ///
+    /// # Errors
+    /// [`CoreError::BatchWidth`] when `xs` has the wrong width.
+    pub(crate) fn forward(&mut self, mlp: &Mlp, xs: &ArrayRef2<f64>) -> Result<()> {
+        if xs.ncols() != mlp.n_inputs() {
+            return Err(CoreError::BatchWidth { expected: mlp.n_inputs(), got: xs.ncols() }.into());
+        }
+        self.prepare(mlp, xs.nrows());
+        let n_in = mlp.n_inputs();
+        for (s, row) in xs.rows().into_iter().enumerate() {
+            let dst = &mut self.inputs[0][s * n_in..(s + 1) * n_in];
+            match row.as_slice() {
+                Some(src) => dst.copy_from_slice(src),
+                None => dst.iter_mut().zip(row.iter()).for_each(|(d, &x)| *d = x),
+            }
+        }
+        let n_layers = mlp.n_layers();
+        let b = self.n_samples;
+        let act = mlp.activation();
+        for (l, layer) in mlp.layers().iter().enumerate() {
+            let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
+            let z = &mut self.pre[l];
+            let bias = slice1(layer.bias());
+            for row in z.chunks_exact_mut(n_out) {
+                row.copy_from_slice(bias);
+            }
+            matmul(
+                MatMut::from_row_major_slice_mut(z, b, n_out),
+                Accum::Add,
+                MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
+                weight_ref(layer).transpose(),
+                1.0,
+                Par::Seq,
+            );
+            if l + 1 < n_layers {
+                let (z, a) = (&self.pre[l], &mut self.inputs[l + 1]);
+                for (a, &z) in a.iter_mut().zip(z) {
+                    *a = act.value(z);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-sample losses and output deltas δ_L = ∂ℓ/∂z_L. Returns the mean loss, summed in
+    /// sample order.
+    ///
+    /// # Errors
+    /// Target errors of esso-core ([`CoreError::TargetCount`], class out of range, …).
+    pub(crate) fn losses_and_deltas(&mut self, targets: Targets<'_>, loss: Loss) -> Result<f64> {
+        let b = self.n_samples;
+        if targets.len() != b {
+            return Err(CoreError::TargetCount { n_samples: b, n_targets: targets.len() }.into());
+        }
+        let last = self.n_layers() - 1;
+        let n_out = self.sizes[last + 1];
+        let mut total = 0.0;
+        for s in 0..b {
+            let z = ArrayView1::from(&self.pre[last][s * n_out..(s + 1) * n_out]);
+            let mut d = ArrayViewMut1::from(&mut self.deltas[last][s * n_out..(s + 1) * n_out]);
+            let value = loss.value_and_delta(&z, targets.get(s), &mut d)?;
+            self.losses[s] = value;
+            total += value;
+        }
+        Ok(total / b as f64)
+    }
+
+    /// Backpropagation: δ_l = σ′(z_l) ⊙ (W_{l+1}ᵀ δ_{l+1}) for every hidden layer, one GEMM
+    /// per layer.
+    pub(crate) fn backward(&mut self, mlp: &Mlp) {
+        let b = self.n_samples;
+        let act = mlp.activation();
+        for l in (0..mlp.n_layers() - 1).rev() {
+            let next = &mlp.layers()[l + 1];
+            let (n_next, n_here) = (next.n_outputs(), next.n_inputs());
+            let (lower, upper) = self.deltas.split_at_mut(l + 1);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut lower[l], b, n_here),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&upper[0], b, n_next),
+                weight_ref(next),
+                1.0,
+                Par::Seq,
+            );
+            let (z, a) = (&self.pre[l], &self.inputs[l + 1]);
+            for ((d, &z), &a) in lower[l].iter_mut().zip(z).zip(a) {
+                *d *= act.derivatives(z, a).0;
+            }
+        }
+    }
+
+    /// An upper bound on every |entry| of the layer's mean gradient (1/B) Σ_s δ_s ã_sᵀ: NaN
+    /// or ∞ when a δ or an input is not finite.
+    pub(crate) fn gradient_bound(&self, l: usize) -> f64 {
+        let b = self.n_samples;
+        let mut bound = 0.0;
+        for s in 0..b {
+            bound += max_abs(self.delta(l, s)) * max_abs(self.input(l, s)).max(1.0);
+        }
+        bound / b as f64
+    }
+
+    /// ‖g‖² and ⟨g, g⟩-style Gram products of the layer's mean gradient, from the factors:
+    /// ‖(1/B) Σ_s δ_s ã_sᵀ‖²_F = (1/B²) Σ_{s,t} (δ_s·δ_t)(ã_s·ã_t).
+    pub(crate) fn gradient_norm_sq(&self, l: usize) -> f64 {
+        let b = self.n_samples;
+        let mut total = 0.0;
+        for s in 0..b {
+            for t in 0..b {
+                let dd = dot(self.delta(l, s), self.delta(l, t));
+                let aa = dot(self.input(l, s), self.input(l, t)) + 1.0;
+                total += dd * aa;
+            }
+        }
+        total / (b * b) as f64
+    }
+
+    /// `out ← scale · (1/B) Σ_s δ_s ã_sᵀ` for every layer (the mean gradient, materialised).
+    pub(crate) fn gradient_into(&self, scale: f64, out: &mut Params) {
+        let b = self.n_samples;
+        let alpha = scale / b as f64;
+        for (l, layer) in out.layers_mut().iter_mut().enumerate() {
+            let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
+            let (mut w, mut bias) = layer.weight_and_bias_mut();
+            let w = w.as_slice_mut().expect("weights are kept in standard layout");
+            matmul(
+                MatMut::from_row_major_slice_mut(w, n_out, n_in),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&self.deltas[l], b, n_out).transpose(),
+                MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
+                alpha,
+                Par::Seq,
+            );
+            let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
+            bias.fill(0.0);
+            for s in 0..b {
+                for (g, &d) in bias.iter_mut().zip(self.delta(l, s)) {
+                    *g += d;
+                }
+            }
+            for g in bias.iter_mut() {
+                *g *= alpha;
+            }
+        }
+    }
+
+    /// In place, `W_l ← W_l + α Σ_s δ_s a_sᵀ`, `b_l ← b_l + α Σ_s δ_s` for every layer: the
+    /// plain SGD step with α = −η/B.
+    pub(crate) fn add_scaled_gradient_to(&self, alpha: f64, params: &mut Params) {
+        let b = self.n_samples;
+        for (l, layer) in params.layers_mut().iter_mut().enumerate() {
+            let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
+            let (mut w, mut bias) = layer.weight_and_bias_mut();
+            let w = w.as_slice_mut().expect("weights are kept in standard layout");
+            matmul(
+                MatMut::from_row_major_slice_mut(w, n_out, n_in),
+                Accum::Add,
+                MatRef::from_row_major_slice(&self.deltas[l], b, n_out).transpose(),
+                MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
+                alpha,
+                Par::Seq,
+            );
+            let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
+            for s in 0..b {
+                for (p, &d) in bias.iter_mut().zip(self.delta(l, s)) {
+                    *p += alpha * d;
+                }
+            }
+        }
+    }
+}
+
+/// W of a layer as a faer view (row-major).
+pub(crate) fn weight_ref(layer: &Dense) -> MatRef<'_, f64> {
+    MatRef::from_row_major_slice(slice2(layer.weight()), layer.n_outputs(), layer.n_inputs())
+}
+
+/// The contiguous data of a standard-layout matrix.
+pub(crate) fn slice2(a: &ndarray::Array2<f64>) -> &[f64] {
+    a.as_slice().expect("weights are kept in standard layout")
+}
+
+/// The contiguous data of a vector.
+pub(crate) fn slice1(a: &ndarray::Array1<f64>) -> &[f64] {
+    a.as_slice().expect("a 1-D owned array is contiguous")
+}
+
+/// max |x_i|, or NaN when an entry is not finite (so that a bound built from it fails
+/// every `≤` test).
+pub(crate) fn max_abs(x: &[f64]) -> f64 {
+    let mut m = 0.0f64;
+    let mut nan_probe = 0.0;
+    for &v in x {
+        m = m.max(v.abs());
+        nan_probe += v * 0.0;
+    }
+    if nan_probe == 0.0 { m } else { f64::NAN }
+}
+
+/// Σ x_i y_i.
+pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0; 4];
+    let (cx, cy) = (x.chunks_exact(4), y.chunks_exact(4));
+    let tail: f64 = cx.remainder().iter().zip(cy.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in cx.zip(cy) {
+        for k in 0..4 {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Whether every parameter is finite and at most [`IN_PLACE_LIMIT`] in magnitude, by one SIMD
+/// pass of Σ θ²: a finite sum means no NaN, no ∞ and |θ| ≤ √MAX. Conservative: a sum that
+/// overflows only sends the caller to the checked path.
+pub(crate) fn params_in_place_safe(params: &Params) -> bool {
+    params.slices().all(|s| ColRef::from_slice(s).squared_norm_l2().is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use esso_core::{Activation, Init};
+    use ndarray::Array2;
+    use rand::SeedableRng;
+
+    #[test]
+    fn engine_matches_mean_gradient_for_every_activation_and_both_losses() {
+        for act in Activation::all() {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let mlp = Mlp::new(&[5, 4, 3, 3], act, Init::GlorotUniform, &mut rng).unwrap();
+            let xs = Array2::from_shape_fn((4, 5), |(i, j)| ((i * 5 + j) as f64 * 0.37).sin());
+            let ts = Array2::from_shape_fn((4, 3), |(i, j)| ((i + 2 * j) as f64).cos());
+            let classes = [0, 2, 1, 2];
+            for (loss, targets) in [
+                (Loss::CrossEntropy, Targets::Classes(&classes)),
+                (Loss::Mse, Targets::Values(ts.view())),
+            ] {
+                let (expected_loss, expected) = mlp.mean_gradient(&xs, targets, loss).unwrap();
+                let mut e = BatchEngine::default();
+                e.forward(&mlp, &xs).unwrap();
+                let value = e.losses_and_deltas(targets, loss).unwrap();
+                e.backward(&mlp);
+                assert!((value - expected_loss).abs() < 1e-14, "{act} {loss:?}");
+                let mut g = Params::zeros_like(mlp.params());
+                e.gradient_into(1.0, &mut g);
+                for (a, b) in g.iter().zip(expected.iter()) {
+                    assert!((a - b).abs() < 1e-14, "{act} {loss:?}: {a} vs {b}");
+                }
+                let norm_sq: f64 = (0..3).map(|l| e.gradient_norm_sq(l)).sum();
+                assert!((norm_sq.sqrt() - expected.norm()).abs() < 1e-13);
+                for l in 0..3 {
+                    let max =
+                        expected.layers()[l].iter_params().fold(0.0f64, |m, v| m.max(v.abs()));
+                    assert!(e.gradient_bound(l) >= max);
+                }
+                let mut stepped = mlp.params().clone();
+                e.add_scaled_gradient_to(-0.5 / 4.0, &mut stepped);
+                let mut reference = mlp.params().clone();
+                reference.axpy(-0.5, &expected);
+                for (a, b) in stepped.iter().zip(reference.iter()) {
+                    assert!((a - b).abs() < 1e-14);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_widths_targets_and_non_finite_values_are_caught() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mlp = Mlp::new(&[2, 3, 2], Activation::Tanh, Init::GlorotUniform, &mut rng).unwrap();
+        let mut e = BatchEngine::default();
+        assert!(e.forward(&mlp, &Array2::zeros((1, 3))).is_err());
+        e.forward(&mlp, &Array2::zeros((2, 2))).unwrap();
+        assert!(e.losses_and_deltas(Targets::Classes(&[0]), Loss::CrossEntropy).is_err());
+        assert!(e.losses_and_deltas(Targets::Classes(&[0, 5]), Loss::CrossEntropy).is_err());
+        assert!(max_abs(&[1.0, f64::NAN, 3.0]).is_nan());
+        assert!(max_abs(&[1.0, f64::INFINITY]).is_nan());
+        assert_eq!(max_abs(&[1.0, -4.0, 3.0]), 4.0);
+        assert!(params_in_place_safe(mlp.params()));
+        let mut p = mlp.params().clone();
+        p.layers_mut()[1].bias_mut()[0] = 1e200;
+        assert!(!params_in_place_safe(&p));
+    }
+}
