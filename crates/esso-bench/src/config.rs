@@ -127,15 +127,44 @@ pub struct TrackingConfig {
     /// Histogram bins over sign(e)·log10(1 + |e|).
     #[serde(default = "default_bins")]
     pub n_bins: usize,
+    /// Steps between measurements of the top eigenvalue of the mean Hessian over a fixed
+    /// seeded training subset (Lanczos); 0 = off. Also measured at initialisation and at
+    /// the end when on.
+    #[serde(default)]
+    pub top_eigenvalue_every: u64,
+    /// Size of that subset (a seeded draw of the training set, the same for every run of
+    /// the experiment, see [`crate::analysis::sample_subset`]).
+    #[serde(default = "default_top_samples")]
+    pub top_eigenvalue_samples: usize,
+    /// Lanczos iterations per measurement.
+    #[serde(default = "default_top_iterations")]
+    pub top_eigenvalue_iterations: usize,
+    /// Seed of the subset draw and of the Lanczos start vector.
+    #[serde(default)]
+    pub top_eigenvalue_seed: u64,
 }
 
 fn default_bins() -> usize {
     60
 }
+fn default_top_samples() -> usize {
+    256
+}
+fn default_top_iterations() -> usize {
+    20
+}
 
 impl Default for TrackingConfig {
     fn default() -> Self {
-        TrackingConfig { every: 0, n_samples: 0, n_bins: default_bins() }
+        TrackingConfig {
+            every: 0,
+            n_samples: 0,
+            n_bins: default_bins(),
+            top_eigenvalue_every: 0,
+            top_eigenvalue_samples: default_top_samples(),
+            top_eigenvalue_iterations: default_top_iterations(),
+            top_eigenvalue_seed: 0,
+        }
     }
 }
 
@@ -476,6 +505,17 @@ fn resolve(
     if tracking.n_bins < 2 {
         bail!("{file}: [tracking] n_bins = {} must be ≥ 2", tracking.n_bins);
     }
+    if tracking.top_eigenvalue_every > 0 {
+        if tracking.top_eigenvalue_samples == 0 {
+            bail!("{file}: [tracking] top_eigenvalue_samples = 0 leaves no samples");
+        }
+        if tracking.top_eigenvalue_iterations < 2 {
+            bail!(
+                "{file}: [tracking] top_eigenvalue_iterations = {} must be ≥ 2",
+                tracking.top_eigenvalue_iterations
+            );
+        }
+    }
     Ok(RunConfig {
         name: name.to_string(),
         run_name: run_name.to_string(),
@@ -593,5 +633,18 @@ lr = 0.1
         assert!(err(BASE, &["seeds=[]"]).contains("`seeds` is empty"));
         assert!(err("x = [", &[]).starts_with("exp.toml: invalid TOML"));
         assert!(err(BASE, &["sweep.\"model.depth\"=[1]"]).contains("[sweep]"));
+        let e = err(BASE, &["tracking.top_eigenvalue_evry=10"]);
+        assert!(
+            e.contains("[tracking]") && e.contains("did you mean `top_eigenvalue_every`?"),
+            "{e}"
+        );
+        let e =
+            err(BASE, &["tracking.top_eigenvalue_every=10", "tracking.top_eigenvalue_samples=0"]);
+        assert!(e.contains("[tracking] top_eigenvalue_samples = 0"), "{e}");
+        let e = err(
+            BASE,
+            &["tracking.top_eigenvalue_every=10", "tracking.top_eigenvalue_iterations=1"],
+        );
+        assert!(e.contains("[tracking] top_eigenvalue_iterations = 1"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! Experiments from config files, results in HDF5, the `esso` command line and the
 //! benchmarks. The only crate that writes results files.
 
+pub mod analysis;
 pub mod bench;
 pub mod config;
 pub mod cost;

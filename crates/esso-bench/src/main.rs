@@ -1,4 +1,4 @@
-//! The `esso` command line: fetch data, inspect exact curvature, run experiments.
+//! The `esso` command line: fetch data, inspect exact curvature, run and analyse experiments.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,6 +31,8 @@ enum Command {
     Cost(cmd::cost::CostArgs),
     /// Draw the figures (PNG and SVG) from results files and CSV tables.
     Figures(cmd::figures::FiguresArgs),
+    /// Spectrum, sharpness and loss landscapes of finished runs, into their results files.
+    Analyze(Box<cmd::analyze::AnalyzeArgs>),
 }
 
 /// Prints the error chain as one readable message (no backtrace) and exits with status 1.
@@ -53,6 +55,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Exactness(args) => cmd::exactness::run(args),
         Command::Cost(args) => cmd::cost::run(args),
         Command::Figures(args) => cmd::figures::run(args),
+        Command::Analyze(args) => cmd::analyze::run(*args),
         Command::Bench(args) => cmd::bench::run(args),
     }
 }

@@ -3,12 +3,18 @@
 //! A [`RunRecord`] is everything one run produces. [`RunRecord::save`] writes it to HDF5
 //! atomically (a temporary file renamed over the old one), so an interrupted run always leaves
 //! a valid file holding the epochs completed so far; [`RunRecord::load`] reads it back.
+//!
+//! `esso analyze` adds an `/analysis` group to a finished run's file: one
+//! [`AnalysisSection`] per analysis (`spectrum`, `sharpness`, `landscape_1d`,
+//! `landscape_2d`), written by [`write_analysis`] (copy, modify, rename: the run's own data
+//! is never rewritten and a crash leaves the old file) and read by [`read_analysis`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use hdf5::types::VarLenUnicode;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayD};
 
 /// The format version written in the `format_version` attribute.
 pub const FORMAT_VERSION: u32 = 1;
@@ -127,6 +133,10 @@ pub struct RunRecord {
     pub steps: Table,
     /// Curvature-tracking series (`step`, then per-layer statistics).
     pub curvature: Table,
+    /// Top Hessian eigenvalue over training (`[tracking] top_eigenvalue_every`): `step`,
+    /// `epoch`, `top_eigenvalue`, `learning_rate`, … (empty when off; absent in older
+    /// files).
+    pub top_eigenvalue: Table,
     /// Extra arrays (histograms, pooled eigenvalues, …).
     pub arrays: Vec<Matrix>,
     /// Final (or latest) weights, per layer: (W, b).
@@ -203,6 +213,7 @@ impl RunRecord {
         write_table(&file, "evals", &self.evals)?;
         write_table(&file, "steps", &self.steps)?;
         write_table(&file, "curvature", &self.curvature)?;
+        write_table(&file, "top_eigenvalue", &self.top_eigenvalue)?;
         let arrays = file.create_group("arrays")?;
         let names: Vec<&str> = self.arrays.iter().map(|m| m.path.as_str()).collect();
         attr_str(&arrays, "names", &names.join(","))?;
@@ -280,10 +291,234 @@ impl RunRecord {
             evals: read_table(&file, "evals")?,
             steps: read_table(&file, "steps")?,
             curvature: read_table(&file, "curvature")?,
+            top_eigenvalue: if file.link_exists("top_eigenvalue") {
+                read_table(&file, "top_eigenvalue")?
+            } else {
+                Table::default()
+            },
             arrays,
             weights,
         })
     }
+}
+
+/// The group of a run's file that holds the results of `esso analyze`.
+pub const ANALYSIS_GROUP: &str = "analysis";
+
+/// The value of one setting of an analysis, stored as an HDF5 attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    /// An integer (stored as i64).
+    Int(i64),
+    /// A real number (stored as f64).
+    Float(f64),
+    /// Text (stored as a variable-length UTF-8 string).
+    Text(String),
+}
+
+impl AttrValue {
+    /// The value as f64 (integers converted; `None` for text).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            AttrValue::Int(v) => Some(*v as f64),
+            AttrValue::Float(v) => Some(*v),
+            AttrValue::Text(_) => None,
+        }
+    }
+
+    /// The text (`None` for numbers).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            AttrValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One analysis of a run (`/analysis/<name>` in its file): settings as attributes, results
+/// as f64 datasets of any rank (0-d for single numbers).
+///
+/// Keys of both maps are paths relative to the section: `alpha`, `paths/init/train_loss`.
+/// An attribute key `a/b/name` is attribute `name` of the sub-group `a/b`, which must hold
+/// at least one dataset.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AnalysisSection {
+    /// The section name: `spectrum`, `sharpness`, `landscape_1d` or `landscape_2d`.
+    pub name: String,
+    /// Settings and provenance, as attributes.
+    pub attributes: BTreeMap<String, AttrValue>,
+    /// Results.
+    pub datasets: BTreeMap<String, ArrayD<f64>>,
+}
+
+impl AnalysisSection {
+    /// An empty section called `name`.
+    pub fn new(name: &str) -> Self {
+        AnalysisSection { name: name.to_string(), ..Default::default() }
+    }
+
+    /// Sets attribute `key`.
+    pub fn set_attr(&mut self, key: &str, value: AttrValue) {
+        self.attributes.insert(key.to_string(), value);
+    }
+
+    /// Stores a single number as a 0-d dataset.
+    pub fn set_scalar(&mut self, key: &str, value: f64) {
+        self.datasets.insert(key.to_string(), ArrayD::from_elem(ndarray::IxDyn(&[]), value));
+    }
+
+    /// Stores a vector.
+    pub fn set_vector(&mut self, key: &str, values: &[f64]) {
+        self.datasets.insert(key.to_string(), Array1::from(values.to_vec()).into_dyn());
+    }
+
+    /// Stores a matrix.
+    pub fn set_matrix(&mut self, key: &str, values: Array2<f64>) {
+        self.datasets.insert(key.to_string(), values.into_dyn());
+    }
+
+    /// The single number at `key` (a 0-d or one-element dataset).
+    pub fn scalar(&self, key: &str) -> Option<f64> {
+        self.datasets.get(key).filter(|a| a.len() == 1).and_then(|a| a.iter().next().copied())
+    }
+
+    /// The 1-D dataset at `key`.
+    pub fn vector(&self, key: &str) -> Option<Array1<f64>> {
+        self.datasets.get(key).and_then(|a| a.clone().into_dimensionality::<ndarray::Ix1>().ok())
+    }
+
+    /// The 2-D dataset at `key`.
+    pub fn matrix(&self, key: &str) -> Option<Array2<f64>> {
+        self.datasets.get(key).and_then(|a| a.clone().into_dimensionality::<ndarray::Ix2>().ok())
+    }
+
+    /// The attribute at `key`.
+    pub fn attr(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.get(key)
+    }
+}
+
+/// Creates (or opens) the group at `path` below `root`, parents included.
+fn ensure_group(root: &hdf5::Group, path: &str) -> Result<hdf5::Group> {
+    let mut group = root.clone();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        group =
+            if group.link_exists(part) { group.group(part)? } else { group.create_group(part)? };
+    }
+    Ok(group)
+}
+
+fn write_attr(loc: &hdf5::Location, name: &str, value: &AttrValue) -> Result<()> {
+    match value {
+        AttrValue::Int(v) => loc.new_attr::<i64>().create(name)?.write_scalar(v)?,
+        AttrValue::Float(v) => loc.new_attr::<f64>().create(name)?.write_scalar(v)?,
+        AttrValue::Text(v) => attr_str(loc, name, v)?,
+    }
+    Ok(())
+}
+
+fn read_attr(loc: &hdf5::Location, name: &str) -> Result<AttrValue> {
+    let attr = loc.attr(name)?;
+    use hdf5::types::TypeDescriptor as T;
+    Ok(match attr.dtype()?.to_descriptor()? {
+        T::Float(_) => AttrValue::Float(attr.read_scalar::<f64>()?),
+        T::Integer(_) | T::Unsigned(_) | T::Boolean => AttrValue::Int(attr.read_scalar::<i64>()?),
+        _ => AttrValue::Text(attr.read_scalar::<VarLenUnicode>()?.as_str().to_string()),
+    })
+}
+
+fn write_section(analysis: &hdf5::Group, section: &AnalysisSection) -> Result<()> {
+    if analysis.link_exists(&section.name) {
+        analysis.unlink(&section.name)?;
+    }
+    let g = analysis.create_group(&section.name)?;
+    for (key, values) in &section.datasets {
+        let (parents, leaf) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+        let parent = ensure_group(&g, parents)?;
+        if values.ndim() == 0 {
+            let v = values.iter().next().copied().unwrap_or(f64::NAN);
+            parent.new_dataset::<f64>().create(leaf)?.write_scalar(&v)?;
+        } else {
+            parent.new_dataset_builder().with_data(values.view()).create(leaf)?;
+        }
+    }
+    for (key, value) in &section.attributes {
+        let (parents, leaf) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+        let parent = ensure_group(&g, parents)?;
+        write_attr(&parent, leaf, value)?;
+    }
+    Ok(())
+}
+
+fn read_group_into(group: &hdf5::Group, prefix: &str, section: &mut AnalysisSection) -> Result<()> {
+    for name in group.attr_names()? {
+        let value = read_attr(group, &name)?;
+        section.attributes.insert(format!("{prefix}{name}"), value);
+    }
+    for name in group.member_names()? {
+        let key = format!("{prefix}{name}");
+        if let Ok(ds) = group.dataset(&name) {
+            section.datasets.insert(key, ds.read_dyn::<f64>()?);
+        } else if let Ok(sub) = group.group(&name) {
+            read_group_into(&sub, &format!("{key}/"), section)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `sections` into `/analysis` of the results file at `path`, replacing sections of
+/// the same names and keeping the others.
+///
+/// The file is copied to a temporary sibling, the copy is modified and renamed over the
+/// original: readers never see a half-written file and a failure leaves the run untouched.
+/// Two processes writing analyses of one run at the same time: the last rename wins.
+///
+/// # Errors
+/// IO and HDF5 errors, with the path.
+pub fn write_analysis(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::copy(path, &tmp)
+        .with_context(|| format!("copying {} to {}", path.display(), tmp.display()))?;
+    let written = (|| -> Result<()> {
+        let file = hdf5::File::with_options().with_fapl(no_file_locking).open_rw(&tmp)?;
+        let analysis = ensure_group(&file, ANALYSIS_GROUP)?;
+        for section in sections {
+            write_section(&analysis, section)
+                .with_context(|| format!("section /{ANALYSIS_GROUP}/{}", section.name))?;
+        }
+        file.flush()?;
+        Ok(())
+    })();
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err.context(format!("writing the analysis into {}", tmp.display())));
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Reads every section of `/analysis` in the results file at `path` (none when the run has
+/// not been analysed), sorted by name.
+///
+/// # Errors
+/// A missing or corrupt file, with the path.
+pub fn read_analysis(path: &Path) -> Result<Vec<AnalysisSection>> {
+    let read = || -> Result<Vec<AnalysisSection>> {
+        let file = hdf5::File::with_options().with_fapl(no_file_locking).open(path)?;
+        if !file.link_exists(ANALYSIS_GROUP) {
+            return Ok(Vec::new());
+        }
+        let analysis = file.group(ANALYSIS_GROUP)?;
+        let mut sections = Vec::new();
+        for name in analysis.member_names()? {
+            let mut section = AnalysisSection::new(&name);
+            read_group_into(&analysis.group(&name)?, "", &mut section)?;
+            sections.push(section);
+        }
+        Ok(sections)
+    };
+    read().with_context(|| format!("reading the analysis of {}", path.display()))
 }
 
 /// HDF5's advisory file locks are off: files are written under a temporary name and renamed,
@@ -324,6 +559,7 @@ mod tests {
             evals: Table::new(&["step"]),
             steps: Table::default(),
             curvature: Table::new(&["step", "layer_0_min"]),
+            top_eigenvalue: Table::new(&["step", "top_eigenvalue"]),
             arrays: vec![Matrix {
                 path: "spectra/hist".into(),
                 values: array![[1.0, 2.0], [3.0, 4.0]],
@@ -334,6 +570,51 @@ mod tests {
         assert!(!tmp_path(&path).exists());
         let back = RunRecord::load(&path).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn analysis_sections_are_added_replaced_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.h5");
+        let record = RunRecord {
+            name: "r".into(),
+            config_toml: String::new(),
+            seed: 0,
+            esso_version: "0".into(),
+            git_revision: "x".into(),
+            status: RunStatus::Completed,
+            epochs: Table::new(&["step"]),
+            evals: Table::new(&["step"]),
+            steps: Table::default(),
+            curvature: Table::default(),
+            top_eigenvalue: Table::default(),
+            arrays: Vec::new(),
+            weights: vec![(array![[1.0]], array![0.0])],
+        };
+        record.save(&path).unwrap();
+        assert!(read_analysis(&path).unwrap().is_empty());
+        let mut a = AnalysisSection::new("sharpness");
+        a.set_attr("n_samples", AttrValue::Int(100));
+        a.set_attr("rho", AttrValue::Float(0.05));
+        a.set_attr("paths/init/to", AttrValue::Text("solution".into()));
+        a.set_scalar("top_eigenvalue", 12.5);
+        a.set_vector("paths/init/train_loss", &[1.0, 0.5]);
+        a.set_matrix("grid", array![[1.0, 2.0], [3.0, 4.0]]);
+        let mut b = AnalysisSection::new("spectrum");
+        b.set_vector("top", &[3.0, 2.0]);
+        write_analysis(&path, &[a.clone(), b.clone()]).unwrap();
+        assert!(!tmp_path(&path).exists());
+        assert_eq!(read_analysis(&path).unwrap(), vec![a.clone(), b]);
+        // Replacing one section keeps the other; the run itself is unchanged.
+        let mut b2 = AnalysisSection::new("spectrum");
+        b2.set_scalar("trace", -1.0);
+        write_analysis(&path, std::slice::from_ref(&b2)).unwrap();
+        let back = read_analysis(&path).unwrap();
+        assert_eq!(back, vec![a.clone(), b2]);
+        assert_eq!(back[0].scalar("top_eigenvalue"), Some(12.5));
+        assert_eq!(back[0].vector("paths/init/train_loss").unwrap().to_vec(), [1.0, 0.5]);
+        assert_eq!(back[0].matrix("grid").unwrap(), array![[1.0, 2.0], [3.0, 4.0]]);
+        assert_eq!(RunRecord::load(&path).unwrap(), record);
     }
 
     #[test]

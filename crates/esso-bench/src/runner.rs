@@ -8,6 +8,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use esso_core::{ForwardTrace, Loss, Mlp, SecondOrderTrace, Targets};
 use esso_data::{Dataset, DatasetName, Split, Subset};
 use esso_hessian::LayerCurvature;
+use esso_hessian::batch::BatchHessian;
+use esso_hessian::lanczos::{self, LanczosOptions, Which};
 use esso_optim::{
     Checkpoint, Control, Observer, OptimError, Optimizer, Progress, StepReport, Termination,
     TrainConfig, Trainer,
@@ -34,6 +36,13 @@ pub const EVAL_COLUMNS: &[&str] = &[
     "test_accuracy",
     "train_seconds",
 ];
+
+/// The columns of `/top_eigenvalue` (`[tracking] top_eigenvalue_every`).
+pub const TOP_EIGENVALUE_COLUMNS: &[&str] =
+    &["step", "epoch", "top_eigenvalue", "residual_norm", "lanczos_iterations", "learning_rate"];
+
+/// Relative residual tolerance of the Lanczos runs of the top-eigenvalue tracking.
+pub const TOP_EIGENVALUE_TOL: f64 = 1e-8;
 
 /// Seconds between progress lines when stderr is not a terminal.
 const PRINT_INTERVAL_SECS: f64 = 10.0;
@@ -195,7 +204,8 @@ fn table(names: &[String]) -> Table {
     Table::new(&names.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-fn git_revision() -> String {
+/// `git rev-parse --short=12 HEAD` of the working folder, or `unknown`.
+pub(crate) fn git_revision() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -217,6 +227,7 @@ fn new_record(config: &RunConfig, n_layers: usize) -> RunRecord {
         evals: Table::new(EVAL_COLUMNS),
         steps: table(&step_columns(n_layers)),
         curvature: table(&curvature_columns(n_layers)),
+        top_eigenvalue: Table::new(TOP_EIGENVALUE_COLUMNS),
         arrays: vec![Matrix {
             path: "curvature/histogram_edges".into(),
             values: histogram_edges(config.tracking.n_bins).insert_axis(ndarray::Axis(0)),
@@ -288,6 +299,15 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         eval_train: first_k(train, n_eval_train),
         test: dataset.test(),
         tracking: first_k(train, config.tracking.n_samples),
+        top_subset: (config.tracking.top_eigenvalue_every > 0).then(|| {
+            let t = &config.tracking;
+            train.select(&crate::analysis::sample_subset(
+                train.n_samples(),
+                t.top_eigenvalue_samples,
+                t.top_eigenvalue_seed,
+            ))
+        }),
+        learning_rate: f64::NAN,
         loss,
         n_batches: trainer.n_batches_per_epoch(),
         train_seconds: 0.0,
@@ -336,6 +356,7 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
     } else {
         recorder.evaluate(&mlp, 0, true)?;
         recorder.track_curvature(&mlp, 0, Some("init"))?;
+        recorder.track_top_eigenvalue(&mlp, 0, true)?;
     }
 
     if options.verbose
@@ -363,6 +384,7 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         Ok(outcome) if outcome.termination == Termination::Stopped => Ok(RunOutcome::Stopped),
         Ok(outcome) => {
             recorder.track_curvature(&mlp, outcome.progress.n_steps, Some("final"))?;
+            recorder.track_top_eigenvalue(&mlp, outcome.progress.n_steps, true)?;
             recorder.record.status = RunStatus::Completed;
             recorder.record.weights = weights_of(&mlp);
             recorder.record.save(&results_path)?;
@@ -413,6 +435,10 @@ struct Recorder<'a> {
     eval_train: Split,
     test: &'a Split,
     tracking: Split,
+    /// The fixed seeded subset of the top-eigenvalue tracking (when on).
+    top_subset: Option<Split>,
+    /// The learning rate of the last step (NaN before the first).
+    learning_rate: f64,
     loss: Loss,
     n_batches: usize,
     /// Training time so far, excluding evaluation, tracking and file writes.
@@ -449,6 +475,7 @@ impl Recorder<'_> {
             &mut self.record.evals,
             &mut self.record.steps,
             &mut self.record.curvature,
+            &mut self.record.top_eigenvalue,
         ] {
             let keep =
                 t.column("step").map_or(0, |c| c.iter().take_while(|&&s| s <= limit).count());
@@ -535,6 +562,39 @@ impl Recorder<'_> {
             }
         }
         self.record.curvature.push(&row);
+        Ok(())
+    }
+
+    /// λ_max of the mean Hessian over the fixed tracking subset (Lanczos), every
+    /// `[tracking] top_eigenvalue_every` steps, and at initialisation and the end (`force`;
+    /// not twice for one step).
+    fn track_top_eigenvalue(&mut self, mlp: &Mlp, n_steps: u64, force: bool) -> Result<()> {
+        let every = self.config.tracking.top_eigenvalue_every;
+        let Some(subset) = &self.top_subset else { return Ok(()) };
+        let due = force || (every > 0 && n_steps.is_multiple_of(every));
+        let done = self.record.top_eigenvalue.last("step") == Some(n_steps as f64);
+        if !due || done {
+            return Ok(());
+        }
+        let hessian = BatchHessian::new(mlp, self.loss, subset.features(), targets_of(subset))
+            .with_context(|| {
+                format!("the Hessian of the top-eigenvalue subset at step {n_steps}")
+            })?;
+        let options = LanczosOptions {
+            tol: TOP_EIGENVALUE_TOL,
+            max_iter: self.config.tracking.top_eigenvalue_iterations,
+            seed: self.config.tracking.top_eigenvalue_seed,
+        };
+        let top = lanczos::eigenpairs(&hessian, 1, Which::Largest, &options)
+            .with_context(|| format!("Lanczos for the top eigenvalue at step {n_steps}"))?;
+        self.record.top_eigenvalue.push(&[
+            n_steps as f64,
+            n_steps as f64 / self.n_batches as f64,
+            top.values[0],
+            top.residual_norms[0],
+            top.iterations as f64,
+            self.learning_rate,
+        ]);
         Ok(())
     }
 
@@ -661,6 +721,10 @@ impl Observer for Recorder<'_> {
             return self.fail(e);
         }
         if !end_of_epoch && let Err(e) = self.track_curvature(mlp, n_steps, None) {
+            return self.fail(e);
+        }
+        self.learning_rate = report.learning_rate;
+        if let Err(e) = self.track_top_eigenvalue(mlp, n_steps, false) {
             return self.fail(e);
         }
         self.print_progress(progress, false);

@@ -86,6 +86,7 @@ fn record(config: &esso_bench::config::RunConfig, k: f64) -> RunRecord {
         evals,
         steps: Table::default(),
         curvature,
+        top_eigenvalue: Table::default(),
         arrays,
         weights: Vec::new(),
     }

@@ -1,5 +1,6 @@
 //! One module per `esso` subcommand.
 
+pub mod analyze;
 pub mod bench;
 pub mod cost;
 pub mod exactness;

@@ -10,6 +10,14 @@
 //! | [`sensitivity_heatmap`] | 4: final test accuracy over λ × η |
 //! | [`exactness_figure`] | 5: closed-form vs dense eigenvalues |
 //! | [`cost_figure`] | 6: time per step vs parameter count |
+//! | [`sharpness_vs_gap`] | 7: sharpness vs generalisation gap, one point per run |
+//! | [`landscape_1d_figure`] | 8: 1D interpolations (init → solution, solution → solution) |
+//! | [`landscape_2d_figure`] | 9: 2D filter-normalised loss surfaces around each solution |
+//! | [`spectral_density`] | 10: SLQ spectral density with the exact eigenvalues |
+//! | [`top_eigenvalue_over_training`] | 11: top Hessian eigenvalue over training and 2/η |
+//!
+//! Figures 7–10 read the `/analysis` sections written by `esso analyze` ([`Run::analysis`]),
+//! figure 11 the `/top_eigenvalue` table written during training.
 //!
 //! Each takes a file stem (`…/fig1-curves-mnist`) and writes `stem.png` and `stem.svg`,
 //! returning both paths. Runs of one experiment are grouped by optimiser ([`group_runs`]):
@@ -26,21 +34,30 @@ use esso_optim::OptimizerConfig;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::analysis::RunAnalysis;
 use crate::config::RunConfig;
 use crate::results::{RunRecord, RunStatus};
 
 mod cost;
 mod curves;
+mod density;
 mod exactness;
+mod landscape;
 mod sensitivity;
+mod sharpness;
 mod spectra;
 mod style;
+mod top_eigenvalue;
 
 pub use cost::cost_figure;
 pub use curves::training_curves;
+pub use density::spectral_density;
 pub use exactness::exactness_figure;
+pub use landscape::{landscape_1d_figure, landscape_2d_figure};
 pub use sensitivity::sensitivity_heatmap;
+pub use sharpness::sharpness_vs_gap;
 pub use spectra::{eigenvalue_histograms, negative_fraction};
+pub use top_eigenvalue::top_eigenvalue_over_training;
 
 /// Checks that text can be drawn (a sans-serif TrueType font is installed).
 ///
@@ -50,13 +67,15 @@ pub fn check_fonts() -> Result<()> {
     style::check_fonts()
 }
 
-/// A run with its parsed config.
+/// A run with its parsed config and the analyses of `esso analyze`.
 #[derive(Debug, Clone)]
 pub struct Run {
     /// The results.
     pub record: RunRecord,
     /// The resolved config stored in the results file.
     pub config: RunConfig,
+    /// The run's `/analysis` (empty when not analysed).
+    pub analysis: RunAnalysis,
 }
 
 impl Run {
@@ -67,7 +86,14 @@ impl Run {
     pub fn new(record: RunRecord) -> Result<Run> {
         let config: RunConfig = toml::from_str(&record.config_toml)
             .map_err(|e| anyhow!("run {}: stored config: {e}", record.name))?;
-        Ok(Run { record, config })
+        Ok(Run { record, config, analysis: RunAnalysis::default() })
+    }
+
+    /// The run with these analyses.
+    #[must_use]
+    pub fn with_analysis(mut self, analysis: RunAnalysis) -> Run {
+        self.analysis = analysis;
+        self
     }
 
     /// The sweep label: the run name without the experiment name and the seed.
@@ -189,7 +215,8 @@ fn groups_before(out: &[RunGroup], order: usize) -> usize {
     out.iter().filter(|g| category(&g.runs[0].config.optimizer).0 == order).count()
 }
 
-/// Loads every results file (`*.h5`) directly inside `dir`, sorted by name.
+/// Loads every results file (`*.h5`) directly inside `dir`, sorted by name, with its
+/// analyses.
 ///
 /// # Errors
 /// An unreadable folder or results file.
@@ -200,7 +227,14 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>> {
         .filter(|p| p.extension().is_some_and(|e| e == "h5"))
         .collect();
     paths.sort();
-    paths.into_iter().map(|p| Run::new(RunRecord::load(&p)?)).collect()
+    paths
+        .into_iter()
+        .map(|p| {
+            let analysis = RunAnalysis::from_sections(&crate::results::read_analysis(&p)?)
+                .with_context(|| format!("{}: /analysis", p.display()))?;
+            Ok(Run::new(RunRecord::load(&p)?)?.with_analysis(analysis))
+        })
+        .collect()
 }
 
 /// Something drawable on any plotters backend.
