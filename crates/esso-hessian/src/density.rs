@@ -11,7 +11,7 @@
 //!
 //! exact for polynomials of degree ≤ 2m − 1 (and for every f once the Krylov space is
 //! invariant). Averaging over n_v random unit probes estimates the density
-//! φ(t) = (1/n) Σ_i δ(t − λ_i), since E[vvᵀ] = I/n.
+//! φ(t) = (1/n) Σ_i δ(t − λ_i), since E(v vᵀ) = I/n.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
