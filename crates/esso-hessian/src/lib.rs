@@ -14,6 +14,14 @@
 //! - Whole network (§4): [`FullHessian`] (H = Kᵀ M K: sweeps, Gram matrix, exact
 //!   Hessian-vector products, push-through damped Newton, dense form) and [`FullSpectrum`]
 //!   (exact eigenvalues, eigenvectors, [`Inertia`], every spectral direction).
+//! - Mini-batches and datasets (issue 8, docs/method-spectral-analysis.md): [`BatchHessian`]
+//!   (the exact Hessian of a mean loss as a [`SymmetricOperator`], its exact trace and its exact
+//!   spectrum through the stacked factorisation), [`lanczos`] (top/bottom-k eigenpairs with full
+//!   reorthogonalisation), [`trace`] (Hutchinson, Hutch++), [`density`] (stochastic Lanczos
+//!   quadrature).
+//! - Flat minima (docs/method-sharpness-landscapes.md): [`sharpness`] (ε-sharpness of Keskar
+//!   et al., ρ-sharpness of SAM) and [`landscape`] (1D interpolation, filter-normalised
+//!   directions, 2D surfaces).
 //! - [`reference`](mod@reference): the dense finite-difference oracle the tests check everything against.
 //!
 //! ## Parameter order
@@ -60,10 +68,14 @@ pub mod sharpness;
 mod spectral;
 pub mod trace;
 
+pub use batch::{BatchHessian, BatchOptions, BatchSpectrum, DenseOperator, SymmetricOperator};
+pub use density::{SlqOptions, SpectralDensity};
 pub use error::{HessianError, Result};
 pub use full::{FullHessian, FullSpectrum, GRAM_RANK_RTOL};
 pub use inertia::{Inertia, ZERO_EIGENVALUE_RTOL};
+pub use lanczos::{Eigenpairs, LanczosOptions, Which};
 pub use layer::{
     LayerBlock, LayerCurvature, RankOneDirection, layerwise_direction, layerwise_direction_factors,
 };
 pub use spectral::{SpectralFn, SpectralKind};
+pub use trace::TraceEstimate;
