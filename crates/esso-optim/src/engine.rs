@@ -21,6 +21,11 @@ use crate::error::Result;
 /// is at most this, θ + update cannot overflow (2 × MAX/8 < MAX, with room for rounding).
 pub(crate) const IN_PLACE_LIMIT: f64 = f64::MAX / 8.0;
 
+/// Whether a bound is at most [`IN_PLACE_LIMIT`] (false for NaN).
+pub(crate) fn within_limit(bound: f64) -> bool {
+    bound <= IN_PLACE_LIMIT
+}
+
 /// Reusable buffers for the forward and backward passes of a mini-batch.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct BatchEngine {
@@ -29,6 +34,8 @@ pub(crate) struct BatchEngine {
     inputs: Vec<Vec<f64>>,
     pre: Vec<Vec<f64>>,
     deltas: Vec<Vec<f64>>,
+    /// W_{l+1}ᵀ δ_{l+1} for hidden layers (δ_l before the factor σ′(z_l)).
+    backs: Vec<Vec<f64>>,
     losses: Vec<f64>,
 }
 
@@ -43,17 +50,20 @@ impl BatchEngine {
             self.inputs = vec![Vec::new(); n_layers];
             self.pre = vec![Vec::new(); n_layers];
             self.deltas = vec![Vec::new(); n_layers];
+            self.backs = vec![Vec::new(); n_layers];
         }
         self.n_samples = n_samples;
         for l in 0..self.sizes.len() - 1 {
             self.inputs[l].resize(n_samples * self.sizes[l], 0.0);
             self.pre[l].resize(n_samples * self.sizes[l + 1], 0.0);
             self.deltas[l].resize(n_samples * self.sizes[l + 1], 0.0);
+            self.backs[l].resize(n_samples * self.sizes[l + 1], 0.0);
         }
         self.losses.resize(n_samples, 0.0);
     }
 
     /// Number of samples B of the last forward pass.
+    #[allow(dead_code)]
     pub(crate) fn n_samples(&self) -> usize {
         self.n_samples
     }
@@ -81,7 +91,14 @@ impl BatchEngine {
         &self.deltas[l][s * n..(s + 1) * n]
     }
 
+    /// W_{l+1}ᵀ δ_{l+1} of sample `s` for a hidden layer `l`.
+    pub(crate) fn back(&self, l: usize, s: usize) -> &[f64] {
+        let n = self.sizes[l + 1];
+        &self.backs[l][s * n..(s + 1) * n]
+    }
+
     /// Per-sample losses of the last [`BatchEngine::losses_and_deltas`].
+    #[allow(dead_code)]
     pub(crate) fn losses(&self) -> &[f64] {
         &self.losses
     }
@@ -163,8 +180,9 @@ impl BatchEngine {
             let next = &mlp.layers()[l + 1];
             let (n_next, n_here) = (next.n_outputs(), next.n_inputs());
             let (lower, upper) = self.deltas.split_at_mut(l + 1);
+            let back = &mut self.backs[l];
             matmul(
-                MatMut::from_row_major_slice_mut(&mut lower[l], b, n_here),
+                MatMut::from_row_major_slice_mut(back, b, n_here),
                 Accum::Replace,
                 MatRef::from_row_major_slice(&upper[0], b, n_next),
                 weight_ref(next),
@@ -172,8 +190,8 @@ impl BatchEngine {
                 Par::Seq,
             );
             let (z, a) = (&self.pre[l], &self.inputs[l + 1]);
-            for ((d, &z), &a) in lower[l].iter_mut().zip(z).zip(a) {
-                *d *= act.derivatives(z, a).0;
+            for (((d, &back), &z), &a) in lower[l].iter_mut().zip(back.iter()).zip(z).zip(a) {
+                *d = back * act.derivatives(z, a).0;
             }
         }
     }
@@ -231,6 +249,57 @@ impl BatchEngine {
                 *g *= alpha;
             }
         }
+    }
+
+    /// In place, `W_l ← W_l + α Σ_s f_{s,l} a_sᵀ`, `b_l ← b_l + α Σ_s f_{s,l}` for left
+    /// factors `factors[l]` (B × n_l, row per sample): the ESSO step with f = u.
+    pub(crate) fn add_scaled_outer_to(
+        &self,
+        alpha: f64,
+        factors: &[Vec<f64>],
+        params: &mut Params,
+    ) {
+        let b = self.n_samples;
+        for (l, layer) in params.layers_mut().iter_mut().enumerate() {
+            let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
+            let (mut w, mut bias) = layer.weight_and_bias_mut();
+            let w = w.as_slice_mut().expect("weights are kept in standard layout");
+            matmul(
+                MatMut::from_row_major_slice_mut(w, n_out, n_in),
+                Accum::Add,
+                MatRef::from_row_major_slice(&factors[l], b, n_out).transpose(),
+                MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
+                alpha,
+                Par::Seq,
+            );
+            let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
+            for row in factors[l].chunks_exact(n_out) {
+                for (p, &d) in bias.iter_mut().zip(row) {
+                    *p += alpha * d;
+                }
+            }
+        }
+    }
+
+    /// Σ_{s,t} (x_s·y_t)(ã_s·ã_t) for per-sample left factors x, y of layer l (B × n_l):
+    /// ⟨Σ_s x_s ã_sᵀ, Σ_t y_t ã_tᵀ⟩ without forming the matrices.
+    pub(crate) fn outer_dot(&self, l: usize, x: &[f64], y: &[f64]) -> f64 {
+        let b = self.n_samples;
+        let n = self.sizes[l + 1];
+        let mut total = 0.0;
+        for s in 0..b {
+            for t in 0..b {
+                let xy = dot(&x[s * n..(s + 1) * n], &y[t * n..(t + 1) * n]);
+                let aa = dot(self.input(l, s), self.input(l, t)) + 1.0;
+                total += xy * aa;
+            }
+        }
+        total
+    }
+
+    /// δ_l of every sample, B × n_l row-major.
+    pub(crate) fn deltas(&self, l: usize) -> &[f64] {
+        &self.deltas[l]
     }
 
     /// In place, `W_l ← W_l + α Σ_s δ_s a_sᵀ`, `b_l ← b_l + α Σ_s δ_s` for every layer: the

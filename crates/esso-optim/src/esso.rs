@@ -163,7 +163,14 @@ impl EssoConfig {
     /// As [`EssoConfig::validate`].
     pub fn build(&self) -> Result<Esso> {
         let spectral = self.spectral_fn()?;
-        Ok(Esso { config: *self, spectral, state: EssoState::default(), pool: Vec::new() })
+        Ok(Esso {
+            config: *self,
+            spectral,
+            state: EssoState::default(),
+            pool: Vec::new(),
+            fast: Default::default(),
+            fast_steps: 0,
+        })
     }
 }
 
@@ -254,12 +261,23 @@ pub struct Esso {
     spectral: SpectralFn,
     state: EssoState,
     pool: Vec<Workspace>,
+    fast: crate::esso_fast::FastWorkspace,
+    fast_steps: u64,
 }
 
 impl Esso {
     /// The hyperparameters.
     pub fn config(&self) -> &EssoConfig {
         &self.config
+    }
+
+    /// How many steps of this optimiser took the fast path (layer-wise scope, global λ): the
+    /// batched forward and backward, eigenvector-free exact solves per layer (the reduced
+    /// r × r problem when H_l = Gᵀ G, tridiagonalisation otherwise) and the update applied in
+    /// place. The other steps (whole-network scope, input-norm λ, or a step that must report
+    /// an error) take the general path; both give the same numbers up to rounding.
+    pub fn fast_steps(&self) -> u64 {
+        self.fast_steps
     }
 
     /// The spectral function with the global λ.
@@ -548,6 +566,47 @@ impl Optimizer for Esso {
         loss: Loss,
     ) -> Result<StepReport> {
         let step = self.state.n_steps;
+        if self.config.scope == CurvatureScope::Layerwise
+            && self.config.lambda_scaling == LambdaScaling::Global
+            && xs.nrows() > 0
+            && targets.len() == xs.nrows()
+        {
+            let lr = self.learning_rate();
+            let fast = crate::esso_fast::fast_step(
+                &mut self.fast,
+                mlp,
+                xs,
+                targets,
+                loss,
+                &self.spectral,
+                lr,
+            );
+            if let Some(out) = fast {
+                self.fast_steps += 1;
+                self.state.n_steps = step + 1;
+                self.state.last_finite_loss = Some(out.loss);
+                let mut report = StepReport::from_norms(
+                    step,
+                    xs.nrows(),
+                    out.loss,
+                    out.grad_norm,
+                    out.step_norm,
+                    out.grad_dot_update,
+                    lr,
+                );
+                report.layers = out
+                    .layers
+                    .iter()
+                    .map(|&(min_eigenvalue, max_eigenvalue, n_negative)| SpectrumSummary {
+                        min_eigenvalue,
+                        max_eigenvalue,
+                        n_negative,
+                        lambda: self.spectral.lambda(),
+                    })
+                    .collect();
+                return Ok(report);
+            }
+        }
         let computed = self.compute(mlp, xs, targets, loss)?;
         let lr = self.learning_rate();
         let mut update = computed.direction;

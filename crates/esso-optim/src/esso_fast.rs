@@ -1,0 +1,412 @@
+//! The fast layer-wise ESSO step (issue 9): batched forward and backward on the faer engine,
+//! per-sample exact curvature without eigenvectors ([`LayerSolver`]), and the update applied
+//! in place by one GEMM per layer from the rank-one factors u_{s,l} ã_sᵀ.
+//!
+//! Per sample, the pre-activation Hessians are carried down the network in the cheapest exact
+//! form:
+//!
+//! ```text
+//! H_L = Fᵀ F        F = diag(√p)(I − 1 pᵀ) (cross-entropy: Fᵀ F = diag(p) − p pᵀ), F = I (MSE)
+//! Gram form:  H_{l+1} = G_{l+1}ᵀ G_{l+1}  ⇒  G_l = G_{l+1} W_{l+1} diag(s_l),
+//!             H_l = G_lᵀ G_l + diag(c_l)   (Gram form again when c_l = 0: ReLU, identity)
+//! dense form: H_l = B_lᵀ H_{l+1} B_l + diag(c_l),  B_l = W_{l+1} diag(s_l)
+//! ```
+//!
+//! A layer in Gram form with r < n_l rows is solved by the reduced r × r problem, any other
+//! by tridiagonalisation. Anything unusual (a non-finite value, a curvature error, bounds that
+//! do not prove the in-place update finite) makes [`fast_step`] return `None` before the
+//! network is touched, and the caller takes the general path, which reports the error.
+#![allow(clippy::needless_range_loop, clippy::type_complexity)] // index-heavy numeric kernels
+
+use esso_core::{Loss, Mlp, Targets};
+use esso_hessian::{Inertia, SpectralFn, ZERO_EIGENVALUE_RTOL};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::{ArrayRef2, ArrayView1, ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+use crate::engine::{BatchEngine, max_abs, params_in_place_safe, weight_ref, within_limit};
+use crate::solver::LayerSolver;
+
+/// Per-thread buffers for one sample's curvature.
+#[derive(Debug, Clone)]
+pub(crate) struct CurvatureWorkspace {
+    sizes: Vec<usize>,
+    solvers: Vec<LayerSolver>,
+    /// G of the current layer (r × n), and the next one.
+    g: Vec<f64>,
+    g_next: Vec<f64>,
+    /// Dense H of the current layer (n × n) and of the one above.
+    h: Vec<f64>,
+    h_above: Vec<f64>,
+    /// H_{l+1} B_l scratch.
+    x: Vec<f64>,
+    /// c_l and s_l.
+    c: Vec<f64>,
+    slopes: Vec<f64>,
+    /// Block eigenvalues of the current layer.
+    eig: Vec<f64>,
+}
+
+impl CurvatureWorkspace {
+    pub(crate) fn new(mlp: &Mlp) -> Self {
+        let sizes = mlp.sizes();
+        let max = sizes.iter().copied().max().unwrap_or(0);
+        CurvatureWorkspace {
+            solvers: sizes[1..].iter().map(|&n| LayerSolver::new(n)).collect(),
+            g: Vec::with_capacity(max * max),
+            g_next: Vec::with_capacity(max * max),
+            h: Vec::with_capacity(max * max),
+            h_above: Vec::with_capacity(max * max),
+            x: Vec::with_capacity(max * max),
+            c: vec![0.0; max],
+            slopes: vec![0.0; max],
+            eig: vec![0.0; max],
+            sizes,
+        }
+    }
+
+    pub(crate) fn fits(&self, mlp: &Mlp) -> bool {
+        self.sizes == mlp.sizes()
+    }
+}
+
+/// (min, max, n_negative) of one layer's block eigenvalues for one sample.
+pub(crate) type LayerSummary = (f64, f64, usize);
+
+/// One sample's factors u_l (written into `u[l]`) and per-layer eigenvalue summaries, or
+/// `None` when anything is not finite or a solve fails (the general path then reports it).
+fn sample_curvature(
+    mlp: &Mlp,
+    engine: &BatchEngine,
+    s: usize,
+    loss: Loss,
+    f: &SpectralFn,
+    ws: &mut CurvatureWorkspace,
+    u: &mut [&mut [f64]],
+    summaries: &mut [LayerSummary],
+) -> Option<()> {
+    let n_layers = mlp.n_layers();
+    let last = n_layers - 1;
+    let act = mlp.activation();
+    let layers = mlp.layers();
+    let n_classes = layers[last].n_outputs();
+    // F with H_L = Fᵀ F (r = C rows).
+    let logits = ArrayView1::from(engine.pre_activation(last, s));
+    let r = n_classes;
+    ws.g.clear();
+    ws.g.resize(r * r, 0.0);
+    match loss {
+        Loss::CrossEntropy => {
+            let lse = esso_core::log_sum_exp(&logits);
+            if !lse.is_finite() {
+                return None;
+            }
+            let p: Vec<f64> = logits.iter().map(|&z| (z - lse).exp()).collect();
+            for i in 0..r {
+                let sq = p[i].sqrt();
+                for j in 0..r {
+                    ws.g[i * r + j] = sq * (if i == j { 1.0 } else { 0.0 } - p[j]);
+                }
+            }
+        }
+        Loss::Mse => {
+            for i in 0..r {
+                ws.g[i * r + i] = 1.0;
+            }
+        }
+    }
+    // The output layer: dense H_L (exactly as the second-order sweep writes it).
+    ws.h.clear();
+    ws.h.resize(r * r, 0.0);
+    {
+        let mut h = ArrayViewMut2::from_shape((r, r), &mut ws.h[..]).ok()?;
+        loss.output_hessian_into(&logits, &mut h);
+    }
+    solve_layer(engine, s, last, f, ws, Form::Dense, u, summaries)?;
+    // Down the hidden layers.
+    let mut gram = true;
+    for l in (0..last).rev() {
+        let next = &layers[l + 1];
+        let (n_above, n) = (next.n_outputs(), next.n_inputs());
+        let (z, a, back) = (engine.pre_activation(l, s), engine.input(l + 1, s), engine.back(l, s));
+        let mut all_c_zero = true;
+        for i in 0..n {
+            let (d1, d2) = act.derivatives(z[i], a[i]);
+            ws.c[i] = d2 * back[i];
+            all_c_zero &= ws.c[i] == 0.0;
+            ws.slopes[i] = d1;
+        }
+        let w = weight_ref(next);
+        if gram {
+            // G_l = G_{l+1} W_{l+1} diag(s_l), r × n.
+            ws.g_next.clear();
+            ws.g_next.resize(r * n, 0.0);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut ws.g_next, r, n),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&ws.g, r, n_above),
+                w,
+                1.0,
+                Par::Seq,
+            );
+            for row in ws.g_next.chunks_exact_mut(n) {
+                for (v, &sl) in row.iter_mut().zip(&ws.slopes[..n]) {
+                    *v *= sl;
+                }
+            }
+            std::mem::swap(&mut ws.g, &mut ws.g_next);
+            if all_c_zero && r < n {
+                solve_layer(engine, s, l, f, ws, Form::Gram(r), u, summaries)?;
+                continue;
+            }
+            // Dense from the Gram form: H_l = G_lᵀ G_l + diag(c_l).
+            gram = false;
+            ws.h.clear();
+            ws.h.resize(n * n, 0.0);
+            let gm = MatRef::from_row_major_slice(&ws.g, r, n);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut ws.h, n, n),
+                Accum::Replace,
+                gm.transpose(),
+                gm,
+                1.0,
+                Par::Seq,
+            );
+        } else {
+            // H_l = B_lᵀ H_{l+1} B_l + diag(c_l), B_l = W_{l+1} diag(s_l).
+            std::mem::swap(&mut ws.h, &mut ws.h_above);
+            ws.x.clear();
+            ws.x.resize(n_above * n, 0.0);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut ws.x, n_above, n),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&ws.h_above, n_above, n_above),
+                w,
+                1.0,
+                Par::Seq,
+            );
+            ws.h.clear();
+            ws.h.resize(n * n, 0.0);
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut ws.h, n, n),
+                Accum::Replace,
+                w.transpose(),
+                MatRef::from_row_major_slice(&ws.x, n_above, n),
+                1.0,
+                Par::Seq,
+            );
+            for i in 0..n {
+                for j in 0..n {
+                    ws.h[i * n + j] *= ws.slopes[i] * ws.slopes[j];
+                }
+            }
+        }
+        for i in 0..n {
+            ws.h[i * n + i] += ws.c[i];
+        }
+        solve_layer(engine, s, l, f, ws, Form::Dense, u, summaries)?;
+    }
+    Some(())
+}
+
+#[derive(Clone, Copy)]
+enum Form {
+    Dense,
+    Gram(usize),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn solve_layer(
+    engine: &BatchEngine,
+    s: usize,
+    l: usize,
+    f: &SpectralFn,
+    ws: &mut CurvatureWorkspace,
+    form: Form,
+    u: &mut [&mut [f64]],
+    summaries: &mut [LayerSummary],
+) -> Option<()> {
+    let a = engine.input(l, s);
+    let norm_sq = crate::engine::dot(a, a) + 1.0;
+    let delta = ArrayView1::from(engine.delta(l, s));
+    let n = delta.len();
+    let eig = &mut ws.eig[..n];
+    let solver = &mut ws.solvers[l];
+    let result = match form {
+        Form::Dense => {
+            let h = ArrayView2::from_shape((n, n), &ws.h[..n * n]).ok()?;
+            solver.solve_dense(&h, norm_sq, &delta, f, Some(l), u[l], eig)
+        }
+        Form::Gram(r) => {
+            let g = ArrayView2::from_shape((r, n), &ws.g[..r * n]).ok()?;
+            solver.solve_gram(&g, norm_sq, &delta, f, Some(l), u[l], eig)
+        }
+    };
+    result.ok()?;
+    if !u[l].iter().all(|v| v.is_finite()) {
+        return None;
+    }
+    let negative = Inertia::from_eigenvalues(eig.iter().copied(), 0, ZERO_EIGENVALUE_RTOL).negative;
+    summaries[l] = (eig[0], eig[n - 1], negative);
+    Some(())
+}
+
+/// Buffers of the fast step, reused across steps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FastWorkspace {
+    engine: BatchEngine,
+    /// u_l of every sample, B × n_l per layer.
+    u: Vec<Vec<f64>>,
+    /// Per sample, per layer eigenvalue summaries.
+    summaries: Vec<LayerSummary>,
+    pool: Vec<CurvatureWorkspace>,
+}
+
+/// What the fast step measured.
+pub(crate) struct FastOutcome {
+    pub(crate) loss: f64,
+    pub(crate) grad_norm: f64,
+    pub(crate) step_norm: f64,
+    pub(crate) grad_dot_update: f64,
+    /// Per layer (min, max, n_negative summed over the batch).
+    pub(crate) layers: Vec<LayerSummary>,
+}
+
+/// The layer-wise ESSO step with one global λ, in place: `None` (network untouched) when the
+/// general path must run instead.
+pub(crate) fn fast_step(
+    ws: &mut FastWorkspace,
+    mlp: &mut Mlp,
+    xs: &ArrayRef2<f64>,
+    targets: Targets<'_>,
+    loss: Loss,
+    f: &SpectralFn,
+    lr: f64,
+) -> Option<FastOutcome> {
+    let engine = &mut ws.engine;
+    engine.forward(mlp, xs).ok()?;
+    let mean_loss = engine.losses_and_deltas(targets, loss).ok()?;
+    if !mean_loss.is_finite() {
+        return None;
+    }
+    engine.backward(mlp);
+    let n_layers = mlp.n_layers();
+    let b = xs.nrows();
+    for l in 0..n_layers {
+        let bound = engine.gradient_bound(l);
+        if !within_limit(bound) {
+            return None;
+        }
+    }
+    let sizes = mlp.sizes();
+    ws.u.resize(n_layers, Vec::new());
+    for (l, u) in ws.u.iter_mut().enumerate() {
+        u.resize(b * sizes[l + 1], 0.0);
+    }
+    ws.summaries.resize(b * n_layers, (0.0, 0.0, 0));
+    let n_chunks = b.min(rayon::current_num_threads()).max(1);
+    ws.pool.retain(|p| p.fits(mlp));
+    while ws.pool.len() < n_chunks {
+        ws.pool.push(CurvatureWorkspace::new(mlp));
+    }
+    let chunk_len = b.div_ceil(n_chunks);
+    // Disjoint per-chunk views of the outputs.
+    let mut u_chunks: Vec<Vec<&mut [f64]>> = (0..n_chunks).map(|_| Vec::new()).collect();
+    for (l, u) in ws.u.iter_mut().enumerate() {
+        for (c, part) in u.chunks_mut(chunk_len * sizes[l + 1]).enumerate() {
+            u_chunks[c].push(part);
+        }
+    }
+    let summary_chunks: Vec<&mut [LayerSummary]> =
+        ws.summaries.chunks_mut(chunk_len * n_layers).collect();
+    let engine = &ws.engine;
+    let mlp_ref: &Mlp = mlp;
+    let run = |(c, ((cws, mut u_parts), summaries)): (
+        usize,
+        ((&mut CurvatureWorkspace, Vec<&mut [f64]>), &mut [LayerSummary]),
+    )| {
+        let start = c * chunk_len;
+        let end = ((c + 1) * chunk_len).min(b);
+        for s in start..end {
+            let k = s - start;
+            let mut rows: Vec<&mut [f64]> = u_parts
+                .iter_mut()
+                .enumerate()
+                .map(|(l, part)| {
+                    let n = sizes[l + 1];
+                    &mut part[k * n..(k + 1) * n]
+                })
+                .collect();
+            sample_curvature(
+                mlp_ref,
+                engine,
+                s,
+                loss,
+                f,
+                cws,
+                &mut rows,
+                &mut summaries[k * n_layers..(k + 1) * n_layers],
+            )?;
+        }
+        Some(())
+    };
+    let jobs = ws.pool[..n_chunks].iter_mut().zip(u_chunks).zip(summary_chunks).enumerate();
+    let ok = if n_chunks == 1 {
+        jobs.map(run).all(|r| r.is_some())
+    } else {
+        jobs.collect::<Vec<_>>()
+            .into_par_iter()
+            .map(run)
+            .collect::<Vec<_>>()
+            .iter()
+            .all(Option::is_some)
+    };
+    if !ok {
+        return None;
+    }
+    // Bounds for the in-place update W ← W − (η/B) Σ_s u_s ã_sᵀ.
+    let engine = &ws.engine;
+    let scale = lr / b as f64;
+    for l in 0..n_layers {
+        let n = sizes[l + 1];
+        let mut bound = 0.0;
+        for s in 0..b {
+            bound += max_abs(&ws.u[l][s * n..(s + 1) * n]) * max_abs(engine.input(l, s)).max(1.0);
+        }
+        if !within_limit(scale * bound) {
+            return None;
+        }
+    }
+    if !params_in_place_safe(mlp.params()) {
+        return None;
+    }
+    let inv_b2 = 1.0 / (b * b) as f64;
+    let mut grad_sq = 0.0;
+    let mut step_sq = 0.0;
+    let mut grad_dot_update = 0.0;
+    for l in 0..n_layers {
+        let (d, u) = (engine.deltas(l), &ws.u[l]);
+        grad_sq += engine.outer_dot(l, d, d) * inv_b2;
+        step_sq += engine.outer_dot(l, u, u) * scale * scale;
+        grad_dot_update -= engine.outer_dot(l, d, u) * scale / b as f64;
+    }
+    engine.add_scaled_outer_to(-scale, &ws.u, mlp.params_mut());
+    let layers = (0..n_layers)
+        .map(|l| {
+            let mut acc = (f64::INFINITY, f64::NEG_INFINITY, 0);
+            for s in 0..b {
+                let (min, max, neg) = ws.summaries[s * n_layers + l];
+                acc = (acc.0.min(min), acc.1.max(max), acc.2 + neg);
+            }
+            acc
+        })
+        .collect();
+    Some(FastOutcome {
+        loss: mean_loss,
+        grad_norm: grad_sq.sqrt(),
+        step_norm: step_sq.sqrt(),
+        grad_dot_update,
+        layers,
+    })
+}
