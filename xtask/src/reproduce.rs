@@ -1,8 +1,9 @@
 //! `cargo xtask reproduce`: the reconstructed protocol of method.md §7, end to end.
 //!
 //! xtask only orchestrates: it builds the `esso` binary in release mode and runs
-//! `esso run` (experiments, resumable), `esso exactness`, `esso cost` and `esso figures`
-//! (drawing lives in esso-bench), then writes `results/README.md`.
+//! `esso run` (experiments, resumable), `esso analyze` (curvature, sharpness and landscapes
+//! of finished runs, reused when done with the same options), `esso exactness`, `esso cost`
+//! and `esso figures` (drawing lives in esso-bench), then writes `results/README.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,17 @@ struct FigureSpec {
     experiments: &'static [&'static str],
     /// An `esso` subcommand writing a CSV into the runs folder.
     table: Option<&'static str>,
+    /// `esso analyze` runs on finished experiments before drawing.
+    analyses: &'static [AnalysisSpec],
     caption: &'static str,
+}
+
+/// One `esso analyze <runs>/<experiment> ARGS --reuse` before the figures.
+struct AnalysisSpec {
+    experiment: &'static str,
+    args: &'static [&'static str],
+    /// Appended with `--quick` (smaller sample sets and grids).
+    quick_args: &'static [&'static str],
 }
 
 const FIGURES: &[FigureSpec] = &[
@@ -62,6 +73,7 @@ const FIGURES: &[FigureSpec] = &[
         files: &["fig1-curves-{exp}"],
         experiments: &["mnist", "fashion-mnist"],
         table: None,
+        analyses: &[],
         caption: "Figure 1. Training loss (log scale) and test accuracy against epochs and \
                   against training wall-clock seconds (evaluation excluded), for ESSO \
                   (absolute), ESSO (power, α = 0.5), SGD, SGD with momentum and Adam on a \
@@ -74,6 +86,7 @@ const FIGURES: &[FigureSpec] = &[
         files: &["fig2-histograms-{exp}", "fig3-negative-{exp}"],
         experiments: &["mnist", "fashion-mnist"],
         table: None,
+        analyses: &[],
         caption: "Figures 2 and 3. Exact per-layer eigenvalues of the single-sample Hessian \
                   blocks B_l = (ã ãᵀ) ⊗ H_l (the n_l non-trivial eigenvalues ‖ã‖² μ_i of each \
                   tracked training sample, pooled over samples and seeds). Figure 2: their \
@@ -89,6 +102,7 @@ const FIGURES: &[FigureSpec] = &[
         files: &["fig4-sensitivity"],
         experiments: &["sensitivity"],
         table: None,
+        analyses: &[],
         caption: "Figure 4. Final test accuracy of ESSO (absolute, layer-wise) over a λ × η \
                   grid on the 8×8 digits (64-32-16-10 tanh, batch 1), mean over seeds. Cells \
                   where a run diverged (non-finite loss or parameters) are dark grey and \
@@ -100,6 +114,7 @@ const FIGURES: &[FigureSpec] = &[
         files: &["fig5-exactness"],
         experiments: &[],
         table: Some("exactness"),
+        analyses: &[],
         caption: "Figure 5. Exactness: every eigenvalue of the closed forms (whole network \
                   H = KᵀMK, method.md §4, and per-layer blocks, §3) against the eigenvalues of \
                   a dense Hessian built independently (fourth-order central finite differences \
@@ -113,6 +128,7 @@ const FIGURES: &[FigureSpec] = &[
         files: &["fig6-cost"],
         experiments: &[],
         table: Some("cost"),
+        analyses: &[],
         caption: "Figure 6. Median wall-clock time of one batch-1 step against the parameter \
                   count N (64-w-w-10 tanh nets, w swept), log-log: SGD, Adam, ESSO per layer \
                   (one n_l × n_l eigendecomposition per layer), ESSO on the whole network \
@@ -120,6 +136,88 @@ const FIGURES: &[FigureSpec] = &[
                   products, an N × N eigendecomposition and solve; small nets only). One \
                   thread of work per step on a shared 2-core machine: absolute times are \
                   noisy, slopes are not.",
+    },
+    FigureSpec {
+        name: "sharpness",
+        files: &["fig7-sharpness-mnist"],
+        experiments: &["mnist"],
+        table: None,
+        analyses: &[AnalysisSpec { experiment: "mnist", args: &["--sharpness"], quick_args: &[] }],
+        caption: "Figure 7. Sharpness of each optimiser's solution against its generalisation \
+                  gap (test loss − training loss on the run's whole training and test sets), \
+                  one marker per run (optimiser × seed) of the MNIST experiment of figure 1: \
+                  the top eigenvalue λ_max (Lanczos) and the exact trace of the mean Hessian \
+                  over a fixed seeded subset of 1000 training samples, the ε-sharpness of \
+                  Keskar et al. (2017; box |y_i| ≤ ε(|θ_i| + 1), ε = 10⁻³, in %) and the \
+                  ρ-sharpness of SAM (ℓ2 ball, ρ = 0.05) on the same samples, both maximised \
+                  by 20 steps of projected ascent (lower bounds). τ is Kendall's rank \
+                  correlation over all runs. `esso analyze --sharpness`.",
+    },
+    FigureSpec {
+        name: "landscape",
+        files: &["fig8-landscape-1d-mnist", "fig9-landscape-2d-mnist"],
+        experiments: &["mnist"],
+        table: None,
+        analyses: &[AnalysisSpec {
+            experiment: "mnist",
+            args: &["--landscape", "1d,2d", "--only-seeds", "0"],
+            quick_args: &[
+                "--samples",
+                "500",
+                "--test-samples",
+                "500",
+                "--points-1d",
+                "11",
+                "--points-2d",
+                "15",
+            ],
+        }],
+        caption: "Figures 8 and 9. Loss landscapes of the seed-0 solutions of the MNIST \
+                  experiment of figure 1 (every optimiser starts from the same initialisation \
+                  for one seed). Figure 8: the loss (top) and accuracy (bottom) along straight \
+                  lines θ(α) = (1 − α) θ_a + α θ_b, from the initialisation to each solution \
+                  (left) and from the ESSO (absolute) solution to each other optimiser's \
+                  (right), on fixed subsets of training (solid) and test (dashed) samples. \
+                  Figure 9: the training loss on the plane θ* + x d₁ + y d₂ around each \
+                  solution, d₁ and d₂ Gaussian directions normalised filter by filter (each \
+                  neuron's incoming weights rescaled to the norm of θ*'s, biases not \
+                  perturbed; Li et al. 2018), one colour scale for all panels. \
+                  `esso analyze --landscape 1d,2d` (quick: 500 samples, α steps of 0.1 and \
+                  15 × 15 points; full: 1000 samples, steps of 0.05 and 25 × 25).",
+    },
+    FigureSpec {
+        name: "density",
+        files: &["fig10-density-curvature"],
+        experiments: &["curvature"],
+        table: None,
+        analyses: &[AnalysisSpec {
+            experiment: "curvature",
+            args: &["--spectrum", "--samples", "16", "--only-seeds", "0"],
+            quick_args: &[],
+        }],
+        caption: "Figure 10. Spectral density of the exact Hessian of the mean loss over a \
+                  16-sample mini-batch at each optimiser's solution (8×8 digits, 64-32-16-10 \
+                  tanh, batch 64, `experiments/curvature.toml`, seed 0): the stochastic \
+                  Lanczos quadrature estimate (10 probes × 60 steps, Gaussian-smoothed with \
+                  σ = 1% of the Ritz range; black) against the histogram and rug of every \
+                  eigenvalue computed exactly through the stacked factorisation \
+                  H = 𝒦ᵀℳ𝒦 (grey; the N − r structural zeros included at 0), and the 5 \
+                  largest and smallest eigenvalues from Lanczos (triangles). \
+                  `esso analyze --spectrum --samples 16`.",
+    },
+    FigureSpec {
+        name: "top-eigenvalue",
+        files: &["fig11-top-eigenvalue-curvature"],
+        experiments: &["curvature"],
+        table: None,
+        analyses: &[],
+        caption: "Figure 11. Top eigenvalue of the Hessian of the mean training loss (all \
+                  1347 training samples; Lanczos, at most 30 steps, recorded every 10 steps by \
+                  `[tracking] top_eigenvalue_every`) during training of the 8×8 digits net of \
+                  figure 10 with batch 64, mean and min–max over seeds. Dashed: the stability \
+                  threshold of gradient descent on a quadratic at the run's learning rate, \
+                  2/η (2(1 + μ)/η with heavy-ball momentum μ); Adam and ESSO precondition \
+                  their steps, so no threshold on the raw Hessian applies to them.",
     },
 ];
 
@@ -166,6 +264,21 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
             .arg("--set")
             .arg(format!("output={}", toml_string(&output)));
         crate::run(&mut cmd, &format!("esso run {} --profile {profile}", config.display()))?;
+    }
+    for f in &figures {
+        for a in f.analyses {
+            let dir = runs.join(a.experiment);
+            let mut cmd = esso_command(root, &esso);
+            cmd.arg("analyze").arg(&dir).args(a.args).args([
+                "--reuse",
+                "--jobs",
+                &options.jobs.to_string(),
+            ]);
+            if options.profile == Profile::Quick {
+                cmd.args(a.quick_args);
+            }
+            crate::run(&mut cmd, &format!("esso analyze {} {}", dir.display(), a.args.join(" ")))?;
+        }
     }
     for f in &figures {
         let Some(table) = f.table else { continue };
@@ -253,8 +366,9 @@ fn write_readme(
          Stochastic Second Order Deep Learning\" (arXiv:2104.03804), could be read: the \
          paper's datasets, networks, hyperparameters and figures are not known. The \
          experiments below are the project's reconstruction of its likely setting \
-         (method.md §7), and the numbers are ours, not the paper's. Flat-minima experiments \
-         (§7 item 5) are not part of it yet.\n"
+         (method.md §7), and the numbers are ours, not the paper's. The flat-minima analyses \
+         (§7 item 5: sharpness, landscapes, spectral densities; figures 7–11) are `esso \
+         analyze` on finished runs (docs/esso-analyze.md).\n"
     );
     let only = options.only.as_ref().map(|o| format!(" --only {o}")).unwrap_or_default();
     let _ = writeln!(
@@ -275,8 +389,9 @@ fn write_readme(
             md,
             "The quick profile uses the first 1500 MNIST / Fashion-MNIST training and 2000 test \
              samples, 2 epochs and 2 seeds (the full profile: all 60 000 / 10 000, 5 epochs, \
-             3 seeds), and 1 seed and 5 epochs for the λ × η grid (full: 3 seeds, 20 \
-             epochs). Its numbers show the mechanics, not converged results.\n"
+             3 seeds), 1 seed and 5 epochs for the λ × η grid (full: 3 seeds, 20 \
+             epochs), and 2 seeds and 15 epochs for the digits curvature runs (full: 3 seeds, \
+             40 epochs). Its numbers show the mechanics, not converged results.\n"
         );
     }
     let _ = writeln!(md, "## Figures\n");
@@ -319,6 +434,18 @@ fn write_readme(
             }
         };
         let _ = writeln!(md, "{source}\n");
+        for a in f.analyses {
+            let mut args: Vec<&str> = a.args.to_vec();
+            if options.profile == Profile::Quick {
+                args.extend(a.quick_args);
+            }
+            let _ = writeln!(
+                md,
+                "Analysis: `esso analyze {} {}` (results in each run's `/analysis` group).\n",
+                runs.join(a.experiment).display(),
+                args.join(" ")
+            );
+        }
         let _ = writeln!(md, "Command: `cargo xtask reproduce --{profile} --only {}`\n", f.name);
     }
     let _ = writeln!(md, "## Final numbers\n");
@@ -327,7 +454,7 @@ fn write_readme(
         "`esso summarize` of each experiment (mean ± std over seeds; `train s` is training \
          wall-clock without evaluation).\n"
     );
-    for experiment in ["mnist", "fashion-mnist", "sensitivity"] {
+    for experiment in ["mnist", "fashion-mnist", "sensitivity", "curvature"] {
         let dir = runs.join(experiment);
         if !root.join(&dir).is_dir() {
             continue;

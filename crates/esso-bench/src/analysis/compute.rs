@@ -188,9 +188,11 @@ pub struct LandscapeOptions {
     pub n_test_samples: usize,
     /// Seed of both subsets.
     pub sample_seed: u64,
-    /// 1D: points along each path.
+    /// 1D: points on [0, 1] along each path (α = 0 and α = 1 included), spaced
+    /// h = 1/(points − 1).
     pub points_1d: usize,
-    /// 1D: α runs from −margin to 1 + margin.
+    /// 1D: the path extends beyond both ends by the whole number of steps h closest to
+    /// this margin (see [`interpolation_grid`]).
     pub margin_1d: f64,
     /// 2D: points per axis.
     pub points_2d: usize,
@@ -210,7 +212,7 @@ impl Default for LandscapeOptions {
             n_samples: 1000,
             n_test_samples: 1000,
             sample_seed: 0,
-            points_1d: 41,
+            points_1d: 21,
             margin_1d: 0.25,
             points_2d: 25,
             span_2d: 1.0,
@@ -236,6 +238,21 @@ pub fn linspace(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         1 => vec![lo],
         _ => (0..n).map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64).collect(),
     }
+}
+
+/// The α grid of the 1D interpolations: α_k = k/(points − 1) for k = −K, …, points − 1 + K
+/// with K = round(margin · (points − 1)), so that α = 0 and α = 1 are grid points exactly.
+///
+/// # Examples
+/// ```
+/// let alpha = esso_bench::analysis::interpolation_grid(5, 0.25);
+/// assert_eq!(alpha, [-0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.25]);
+/// ```
+pub fn interpolation_grid(points: usize, margin: f64) -> Vec<f64> {
+    let n = points.saturating_sub(1).max(1) as f64;
+    let extra = (margin.max(0.0) * n).round() as i64;
+    let last = points.saturating_sub(1) as i64 + extra;
+    (-extra..=last).map(|k| k as f64 / n).collect()
 }
 
 /// The k extreme eigenvalues of `op` at one end, with a progress stage.
@@ -492,8 +509,8 @@ pub fn sharpness(
 }
 
 /// The `landscape_1d` analysis: loss and accuracy along init → solution and along
-/// solution → the solution of each of `others` (same architecture), at `points_1d` values
-/// of α from −margin to 1 + margin, on the analysis training and test samples.
+/// solution → the solution of each of `others` (same architecture), on the α grid of
+/// [`interpolation_grid`], on the analysis training and test samples.
 ///
 /// # Errors
 /// Invalid options, other runs of another architecture, evaluation errors.
@@ -514,7 +531,7 @@ pub fn landscape_1d(
     }
     let train = SampleSet::draw(data.train(), options.n_samples, options.sample_seed);
     let test = SampleSet::draw(data.test(), options.n_test_samples, options.sample_seed);
-    let alpha = linspace(-options.margin_1d, 1.0 + options.margin_1d, options.points_1d);
+    let alpha = interpolation_grid(options.points_1d, options.margin_1d);
     let loss = run.loss();
     let mut ends: Vec<(String, String, &esso_core::Mlp, &esso_core::Mlp, String)> =
         vec![("init".into(), "init".into(), &run.init, &run.solution, run.record.name.clone())];

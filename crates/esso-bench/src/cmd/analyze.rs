@@ -107,10 +107,10 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value_t = 20)]
     pub ascent_steps: usize,
 
-    /// 1D landscape: points along each path.
-    #[arg(long, default_value_t = 41)]
+    /// 1D landscape: points on [0, 1] along each path (α = 0 and 1 included).
+    #[arg(long, default_value_t = 21)]
     pub points_1d: usize,
-    /// 1D landscape: α runs from −margin to 1 + margin.
+    /// 1D landscape: the paths extend to about −margin and 1 + margin (whole steps).
     #[arg(long, default_value_t = 0.25)]
     pub margin: f64,
     /// 2D landscape: points per axis.
@@ -129,6 +129,9 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub orthogonalize: bool,
 
+    /// Analyse only the runs with these seeds, e.g. `--only-seeds 0` (default: every run).
+    #[arg(long, value_delimiter = ',', value_name = "SEEDS")]
+    pub only_seeds: Vec<u64>,
     /// Keep stored analyses computed with the same options (skip them).
     #[arg(long)]
     pub reuse: bool,
@@ -213,6 +216,12 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
     let mut skipped = Vec::new();
     let mut todo = Vec::new();
     for path in paths {
+        if !args.only_seeds.is_empty() {
+            let record = esso_bench::results::RunRecord::load(&path)?;
+            if !args.only_seeds.contains(&record.seed) {
+                continue;
+            }
+        }
         if !single
             && let Ok(record) = esso_bench::results::RunRecord::load(&path)
             && let esso_bench::results::RunStatus::Diverged { step, .. } = record.status

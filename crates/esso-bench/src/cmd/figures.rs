@@ -7,7 +7,17 @@ use esso_bench::figures::{self, Run, RunGroup};
 use esso_bench::{cost, exactness};
 
 /// The figure names accepted by `--only` (and by `cargo xtask reproduce --only`).
-pub const FIGURE_NAMES: &[&str] = &["curves", "spectra", "sensitivity", "exactness", "cost"];
+pub const FIGURE_NAMES: &[&str] = &[
+    "curves",
+    "spectra",
+    "sensitivity",
+    "exactness",
+    "cost",
+    "sharpness",
+    "landscape",
+    "density",
+    "top-eigenvalue",
+];
 
 /// Arguments of `esso figures`.
 #[derive(Debug, clap::Args)]
@@ -25,8 +35,19 @@ pub struct FiguresArgs {
     /// The experiment of the λ × η grid (figure 4).
     #[arg(long, default_value = "sensitivity")]
     pub sensitivity: String,
+    /// Experiments whose runs were analysed with `esso analyze --sharpness`: sharpness vs
+    /// generalisation gap (figure 7).
+    #[arg(long, value_delimiter = ',', default_value = "mnist")]
+    pub sharpness: Vec<String>,
+    /// Experiments analysed with `esso analyze --landscape 1d,2d` (figures 8, 9).
+    #[arg(long, value_delimiter = ',', default_value = "mnist")]
+    pub landscape: Vec<String>,
+    /// Experiments analysed with `esso analyze --spectrum` (figure 10) and run with
+    /// `[tracking] top_eigenvalue_every` (figure 11).
+    #[arg(long, value_delimiter = ',', default_value = "curvature")]
+    pub curvature: Vec<String>,
     /// Draw only this figure: curves (1), spectra (2, 3), sensitivity (4), exactness (5),
-    /// cost (6).
+    /// cost (6), sharpness (7), landscape (8, 9), density (10), top-eigenvalue (11).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(FIGURE_NAMES))]
     pub only: Option<String>,
 }
@@ -96,6 +117,61 @@ pub fn run(args: FiguresArgs) -> Result<()> {
             skipped.push(format!("cost: no {}", csv.display()));
         }
     }
+    if wanted("sharpness") {
+        for experiment in &args.sharpness {
+            let dir = args.runs.join(experiment);
+            let Some(groups) = load_groups(&dir, &mut skipped)? else { continue };
+            let what = describe(&groups);
+            let setting =
+                analysis_setting(&groups, |r| r.analysis.sharpness.as_ref().map(|s| &s.settings));
+            written.extend(figures::sharpness_vs_gap(
+                &groups,
+                &format!("Sharpness of each solution vs generalisation gap: {what}{setting}"),
+                &args.out.join(format!("fig7-sharpness-{experiment}")),
+            )?);
+        }
+    }
+    if wanted("landscape") {
+        for experiment in &args.landscape {
+            let dir = args.runs.join(experiment);
+            let Some(groups) = load_groups(&dir, &mut skipped)? else { continue };
+            let what = describe(&groups);
+            written.extend(figures::landscape_1d_figure(
+                &groups,
+                &format!("1D loss interpolations: {what}"),
+                &args.out.join(format!("fig8-landscape-1d-{experiment}")),
+            )?);
+            written.extend(figures::landscape_2d_figure(
+                &groups,
+                &format!("2D loss surfaces, filter-normalised directions: {what}"),
+                &args.out.join(format!("fig9-landscape-2d-{experiment}")),
+            )?);
+        }
+    }
+    if wanted("density") || wanted("top-eigenvalue") {
+        for experiment in &args.curvature {
+            let dir = args.runs.join(experiment);
+            let Some(groups) = load_groups(&dir, &mut skipped)? else { continue };
+            let what = describe(&groups);
+            if wanted("density") {
+                let setting = analysis_setting(&groups, |r| {
+                    r.analysis.spectrum.as_ref().map(|s| &s.settings)
+                });
+                written.extend(figures::spectral_density(
+                    &groups,
+                    &format!("Hessian spectral density at the solution: {what}{setting}"),
+                    &args.out.join(format!("fig10-density-{experiment}")),
+                )?);
+            }
+            if wanted("top-eigenvalue") {
+                written.extend(figures::top_eigenvalue_over_training(
+                    &groups,
+                    &format!("Top Hessian eigenvalue during training: {what}"),
+                    &args.out.join(format!("fig11-top-eigenvalue-{experiment}")),
+                )?);
+            }
+        }
+    }
     for path in &written {
         println!("{}", path.display());
     }
@@ -128,6 +204,20 @@ fn load_groups(dir: &Path, skipped: &mut Vec<String>) -> Result<Option<Vec<RunGr
         return Ok(None);
     }
     Ok(Some(figures::group_runs(runs)))
+}
+
+/// `, Hessian on 1000 samples` from the first analysed run's `n_samples` setting.
+fn analysis_setting(
+    groups: &[RunGroup],
+    settings: impl Fn(&Run) -> Option<&esso_bench::analysis::Settings>,
+) -> String {
+    groups
+        .iter()
+        .flat_map(|g| &g.runs)
+        .find_map(settings)
+        .and_then(|s| s.get("n_samples"))
+        .and_then(|v| v.as_f64())
+        .map_or(String::new(), |n| format!(", analysis on {n} training samples"))
 }
 
 /// `MNIST (first 2000 training samples), 784-128-64-10 tanh, batch 1, 2 epochs, 2 seeds`.

@@ -13,6 +13,10 @@ use super::style::{
 use super::{Band, Figure, RunGroup, mean_band, save};
 use crate::analysis::{Landscape1d, Landscape2d};
 
+/// Loss panels use a log axis when the largest loss is at least this multiple of the
+/// smallest.
+const LOG_AXIS_MIN_RATIO: f64 = 4.0;
+
 /// One line of a 1D panel: legend entry, and the (α, mean, min, max) band over seeds.
 struct Line {
     entry: LegendEntry,
@@ -153,9 +157,10 @@ fn draw_1d_panel<DB: DrawingBackend>(
         .x_label_area_size(58)
         .y_label_area_size(92);
     let x_range = style::padded(x_lo, x_hi);
-    if is_loss {
-        let positive = all.iter().flat_map(|p| [p.1, p.2, p.3]).filter(|v| *v > 0.0);
-        let (y_lo, y_hi) = style::finite_range(positive).unwrap_or((0.01, 1.0));
+    let positive = all.iter().flat_map(|p| [p.1, p.2, p.3]).filter(|v| *v > 0.0);
+    let (y_lo, y_hi) = style::finite_range(positive).unwrap_or((0.01, 1.0));
+    // A loss range of less than a factor LOG_AXIS_MIN_RATIO reads better on a linear axis.
+    if is_loss && y_hi / y_lo >= LOG_AXIS_MIN_RATIO {
         let y_range = style::log_padded(y_lo, y_hi);
         let floor = y_range.start;
         let mut chart = builder.build_cartesian_2d(x_range, style::log_axis(y_range)).plot()?;
@@ -176,12 +181,12 @@ fn draw_1d_panel<DB: DrawingBackend>(
     } else {
         let (y_lo, y_hi) =
             style::finite_range(all.iter().flat_map(|p| [p.2, p.3])).unwrap_or((0.0, 1.0));
-        let mut chart =
-            builder.build_cartesian_2d(x_range, style::padded(y_lo, y_hi.min(1.0))).plot()?;
+        let y_hi = if is_loss { y_hi } else { y_hi.min(1.0) };
+        let mut chart = builder.build_cartesian_2d(x_range, style::padded(y_lo, y_hi)).plot()?;
         chart
             .configure_mesh()
             .x_desc("interpolation coefficient α")
-            .y_desc("accuracy")
+            .y_desc(if is_loss { "mean loss" } else { "accuracy" })
             .axis_desc_style(text(AXIS_SIZE))
             .label_style(text(TICK_SIZE))
             .light_line_style(RGBColor(238, 238, 238))
@@ -224,7 +229,7 @@ where
     Ok(())
 }
 
-/// Figure 9: one panel per optimiser, the training loss on the plane θ* + x δ + y η around
+/// Figure 9: one panel per optimiser, the training loss on the plane θ* + x d₁ + y d₂ around
 /// its solution (first seed with a `landscape_2d` analysis), as a heat map of log10(loss)
 /// on one colour scale shared by all panels, with iso-loss contours at the same levels in
 /// every panel and the solution marked by a cross.
@@ -319,8 +324,8 @@ impl Surfaces {
             .plot()?;
         chart
             .configure_mesh()
-            .x_desc("direction δ")
-            .y_desc("direction η")
+            .x_desc("coefficient of direction d₁")
+            .y_desc("coefficient of direction d₂")
             .axis_desc_style(text(AXIS_SIZE))
             .label_style(text(TICK_SIZE))
             .disable_mesh()

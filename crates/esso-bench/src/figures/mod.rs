@@ -196,14 +196,23 @@ pub fn group_runs(runs: Vec<Run>) -> Vec<RunGroup> {
         }
     }
     groups.sort_by(|(a, ga), (b, gb)| a.cmp(b).then_with(|| ga.label.cmp(&gb.label)));
-    // Two groups of one category share a hue; shade the later ones.
+    // Groups of one category share a hue: the second is darker, the third lighter, the
+    // fourth darker still, …
     let mut out: Vec<RunGroup> = Vec::new();
     for (order, mut g) in groups {
         let same = groups_before(&out, order);
         if same > 0 {
             let RGBColor(r, gr, b) = g.color;
-            let k = 1.0 - 0.3 * same.min(2) as f64;
-            g.color = RGBColor((r as f64 * k) as u8, (gr as f64 * k) as u8, (b as f64 * k) as u8);
+            let shade = |c: u8| -> u8 {
+                let c = f64::from(c);
+                let v = match same % 3 {
+                    1 => c * 0.55,
+                    2 => c + (255.0 - c) * 0.5,
+                    _ => c * 0.3,
+                };
+                v.round().clamp(0.0, 255.0) as u8
+            };
+            g.color = RGBColor(shade(r), shade(gr), shade(b));
         }
         g.runs.sort_by_key(|r| r.config.seed);
         out.push(g);

@@ -85,8 +85,26 @@ impl Figure for SharpnessFigure {
         let entries: Vec<LegendEntry> = self.series.iter().map(|(e, _)| e.clone()).collect();
         let (panels, legend) =
             style::title_panels_legend(root, self.size(), &self.title, &entries, (2, 2))?;
-        for (area, (caption, x_desc, measure)) in panels.iter().zip(MEASURES) {
-            self.draw_panel(area, caption, x_desc, measure)?;
+        let first = self.series.iter().flat_map(|(_, p)| p).next();
+        let setting = |key: &str| {
+            first.and_then(|s| s.settings.get(key)).and_then(|v| v.as_f64()).map_or(
+                String::new(),
+                |v| {
+                    format!(
+                        ", {key_symbol} = {}",
+                        style::short_number(v),
+                        key_symbol = if key == "epsilon" { "ε" } else { "ρ" }
+                    )
+                },
+            )
+        };
+        for (idx, (area, (caption, x_desc, measure))) in panels.iter().zip(MEASURES).enumerate() {
+            let caption = match idx {
+                2 => format!("{caption}{}", setting("epsilon")),
+                3 => format!("{caption}{}", setting("rho")),
+                _ => caption.to_string(),
+            };
+            self.draw_panel(area, &caption, x_desc, measure)?;
         }
         style::draw_legend(&legend, &entries)
     }

@@ -69,11 +69,12 @@ pub fn top_eigenvalue_over_training(
             .filter(|(_, v)| v.is_finite())
             .collect();
         if let Some(&(_, first)) = line.first() {
+            let value = style::short_number(round_sig(first));
             let label = match &run.config.optimizer {
                 OptimizerConfig::Sgd(c) if c.momentum > 0.0 => {
-                    format!("2(1+μ)/η = {}", style::short_number(round_sig(first)))
+                    format!("2(1+μ)/η = {value} ({})", g.display)
                 }
-                _ => format!("2/η = {}", style::short_number(round_sig(first))),
+                _ => format!("2/η = {value} ({})", g.display),
             };
             thresholds.push((LegendEntry { label, color: g.color, dashed: true }, line));
         }
