@@ -4,12 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
+use esso_bench::analysis::{
+    Estimate, InterpolationPath, Landscape1d, Landscape2d, RunAnalysis, Settings, SharpnessResult,
+    SpectrumResult,
+};
 use esso_bench::config::Experiment;
 use esso_bench::cost::{CostMethod, CostRow};
 use esso_bench::exactness::ExactnessRow;
 use esso_bench::figures::{self, Run};
-use esso_bench::results::{Matrix, RunRecord, RunStatus, Table};
-use esso_bench::runner::{EVAL_COLUMNS, curvature_columns, histogram_edges};
+use esso_bench::results::{AttrValue, Matrix, RunRecord, RunStatus, Table};
+use esso_bench::runner::{
+    EVAL_COLUMNS, TOP_EIGENVALUE_COLUMNS, curvature_columns, histogram_edges,
+};
 use ndarray::Array2;
 
 const CONFIG: &str = r#"
@@ -214,6 +220,167 @@ fn exactness_and_cost_figures_are_drawn() {
         })
         .collect();
     check_files(&figures::cost_figure(&cost, &dir.path().join("fig6")).unwrap());
+}
+
+/// Synthetic analyses for run `i` of [`synthetic_runs`] (all of them sharing one seed's
+/// initialisation per seed): sharper solutions generalise worse, as a researcher would hope.
+fn with_synthetic_analysis(runs: Vec<Run>) -> Vec<Run> {
+    let names: Vec<(String, u64)> =
+        runs.iter().map(|r| (r.record.name.clone(), r.config.seed)).collect();
+    runs.into_iter()
+        .enumerate()
+        .map(|(i, mut run)| {
+            let k = 1.0 + i as f64;
+            let settings: Settings = [
+                ("epsilon".to_string(), AttrValue::Float(1e-3)),
+                ("rho".into(), AttrValue::Float(0.05)),
+            ]
+            .into_iter()
+            .collect();
+            let sharpness = SharpnessResult {
+                settings: settings.clone(),
+                top_eigenvalue: 3.0 * k,
+                trace: 40.0 * k,
+                epsilon_sharpness: 5.0 + k,
+                rho_sharpness: 0.01 * k,
+                rho_sharpness_one_step: 0.009 * k,
+                subset_loss: 0.2,
+                train_loss: 0.2,
+                train_accuracy: 0.95,
+                test_loss: 0.3 + 0.02 * k,
+                test_accuracy: 0.9,
+                sample_indices: (0..10).collect(),
+            };
+            let alpha: Vec<f64> = (-2..=12).map(|j| j as f64 / 10.0).collect();
+            let bowl = |a: f64, floor: f64| floor + 2.0 * (1.0 - a).powi(2);
+            let mut paths = vec![InterpolationPath {
+                name: "init".into(),
+                from: "init".into(),
+                to: run.record.name.clone(),
+                train_loss: alpha.iter().map(|&a| bowl(a, 0.05 * k)).collect(),
+                train_accuracy: alpha.iter().map(|&a| (0.1 + 0.85 * a).clamp(0.0, 1.0)).collect(),
+                test_loss: alpha.iter().map(|&a| bowl(a, 0.1 * k)).collect(),
+                test_accuracy: alpha.iter().map(|&a| (0.1 + 0.8 * a).clamp(0.0, 1.0)).collect(),
+            }];
+            for (other, seed) in &names {
+                if *other != run.record.name && *seed == run.config.seed {
+                    paths.push(InterpolationPath {
+                        name: other.clone(),
+                        from: run.record.name.clone(),
+                        to: other.clone(),
+                        train_loss: alpha
+                            .iter()
+                            .map(|&a| 0.1 + 0.3 * a * (1.0 - a).abs())
+                            .collect(),
+                        train_accuracy: vec![0.9; alpha.len()],
+                        test_loss: alpha.iter().map(|&a| 0.2 + 0.3 * a * (1.0 - a).abs()).collect(),
+                        test_accuracy: vec![0.85; alpha.len()],
+                    });
+                }
+            }
+            let grid: Vec<f64> = (-5..=5).map(|j| j as f64 / 5.0).collect();
+            let surface = |scale: f64| {
+                Array2::from_shape_fn((11, 11), |(a, b)| {
+                    0.1 * k + scale * (grid[a].powi(2) + 0.5 * grid[b].powi(2))
+                })
+            };
+            let exact: Vec<f64> = (0..40)
+                .map(|j| -0.5 + 0.02 * j as f64 + if j > 36 { 5.0 * k } else { 0.0 })
+                .collect();
+            let density_grid: Vec<f64> =
+                (0..200).map(|j| -1.0 + (6.0 * k + 2.0) * j as f64 / 199.0).collect();
+            let density: Vec<f64> = density_grid
+                .iter()
+                .map(|&x| 0.9 * (-x * x / 0.02).exp() / (0.02 * std::f64::consts::PI).sqrt() + 1e-3)
+                .collect();
+            run.analysis = RunAnalysis {
+                spectrum: Some(SpectrumResult {
+                    settings: settings.clone(),
+                    n_params: 100,
+                    top_eigenvalues: exact.iter().rev().take(3).copied().collect(),
+                    bottom_eigenvalues: exact.iter().take(3).copied().collect(),
+                    top_residuals: vec![1e-9; 3],
+                    bottom_residuals: vec![1e-9; 3],
+                    trace_exact: exact.iter().sum(),
+                    trace_hutchinson: Estimate { value: 1.0, std_error: 0.1 },
+                    trace_hutchpp: Estimate { value: 1.0, std_error: 0.05 },
+                    density_grid,
+                    density,
+                    exact_eigenvalues: Some(exact),
+                    exact_structural_zeros: 60,
+                    sample_indices: (0..4).collect(),
+                }),
+                sharpness: Some(sharpness),
+                landscape_1d: Some(Landscape1d { settings: settings.clone(), alpha, paths }),
+                landscape_2d: Some(Landscape2d {
+                    settings,
+                    x: grid.clone(),
+                    y: grid.clone(),
+                    train_loss: surface(1.0),
+                    train_accuracy: Array2::from_elem((11, 11), 0.9),
+                    test_loss: surface(1.5),
+                    test_accuracy: Array2::from_elem((11, 11), 0.85),
+                }),
+            };
+            let mut top = Table::new(TOP_EIGENVALUE_COLUMNS);
+            for step in 0..12 {
+                let s = step as f64;
+                top.push(&[s * 10.0, s / 2.0, 5.0 + k * (s / 3.0).sin().abs(), 1e-9, 20.0, 0.1]);
+            }
+            run.record.top_eigenvalue = top;
+            run
+        })
+        .collect()
+}
+
+#[test]
+fn analysis_figures_are_drawn_from_synthetic_analyses() {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = figures::group_runs(with_synthetic_analysis(synthetic_runs()));
+    let fig = |name: &str| dir.path().join(name);
+    let paths = figures::sharpness_vs_gap(&groups, "Sharpness: synthetic", &fig("fig7")).unwrap();
+    check_files(&paths);
+    // 6 runs whose sharpness and gap increase together: Kendall τ = 1 in every panel.
+    let svg = std::fs::read_to_string(&paths[1]).unwrap();
+    assert_eq!(svg.matches("τ = 1.00").count(), 4, "the rank correlations are not 1");
+    assert!(svg.contains("ε = 0.001") && svg.contains("ρ = 0.05"), "no ε or ρ in the captions");
+    check_files(&figures::landscape_1d_figure(&groups, "1D: synthetic", &fig("fig8")).unwrap());
+    check_files(&figures::landscape_2d_figure(&groups, "2D: synthetic", &fig("fig9")).unwrap());
+    check_files(&figures::spectral_density(&groups, "Density: synthetic", &fig("fig10")).unwrap());
+    let paths =
+        figures::top_eigenvalue_over_training(&groups, "λ_max: synthetic", &fig("fig11")).unwrap();
+    check_files(&paths);
+    // SGD (η = 0.05) gets its 2/η line at the recorded rate 0.1: 2/0.1 = 20.
+    let svg = std::fs::read_to_string(&paths[1]).unwrap();
+    assert!(svg.contains("2/η = 20 (SGD (η=0.05))"), "no stability line in the legend");
+    assert!(!svg.contains("(Adam"), "Adam has no 2/η line");
+}
+
+#[test]
+fn analysis_figures_without_analyses_are_errors_naming_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = figures::group_runs(synthetic_runs());
+    let e = |r: anyhow::Result<Vec<PathBuf>>| format!("{:#}", r.unwrap_err());
+    assert!(
+        e(figures::sharpness_vs_gap(&groups, "x", &dir.path().join("a")))
+            .contains("esso analyze --sharpness")
+    );
+    assert!(
+        e(figures::landscape_1d_figure(&groups, "x", &dir.path().join("b")))
+            .contains("esso analyze --landscape 1d")
+    );
+    assert!(
+        e(figures::landscape_2d_figure(&groups, "x", &dir.path().join("c")))
+            .contains("esso analyze --landscape 2d")
+    );
+    assert!(
+        e(figures::spectral_density(&groups, "x", &dir.path().join("d")))
+            .contains("esso analyze --spectrum")
+    );
+    assert!(
+        e(figures::top_eigenvalue_over_training(&groups, "x", &dir.path().join("e")))
+            .contains("top_eigenvalue_every")
+    );
 }
 
 #[test]
