@@ -28,6 +28,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::batch::SymmetricOperator;
 use crate::error::{HessianError, Result};
+use crate::linalg::{Rows, tridiagonal_ql};
 
 /// β_j ≤ `BREAKDOWN_RTOL` · ‖A‖ (estimated by the largest ‖A q_i‖ seen) counts as a breakdown
 /// (an invariant subspace).
@@ -429,12 +430,14 @@ pub(crate) struct TridiagonalEigen {
 }
 
 /// The symmetric tridiagonal eigenproblem T = S Θ Sᵀ, diagonal `diag` (n) and off-diagonal
-/// `off` (n − 1), by the implicit QL method with Wilkinson shifts (EISPACK tql2), applying
-/// the rotations only to the wanted rows of S: O(n²) for one row, O(n³) for all.
+/// `off` (n − 1), by the implicit QL method with Wilkinson shifts
+/// ([`crate::linalg::tridiagonal_ql`]), applying the rotations only to the wanted rows of S:
+/// O(n²) for one row, O(n³) for all.
 ///
 /// # Errors
-/// [`HessianError::EigenNoConvergence`] after 30·n QL sweeps without convergence (not
-/// observed for finite input); [`HessianError::NonFinite`] for non-finite input.
+/// [`HessianError::EigenNoConvergence`] when an eigenvalue needs more than
+/// [`crate::linalg::QL_MAX_ITERATIONS`] QL iterations (not observed for finite input);
+/// [`HessianError::NonFinite`] for non-finite input.
 ///
 /// # Panics
 /// If `off.len() + 1 != diag.len()` for a non-empty `diag`.
@@ -457,87 +460,23 @@ pub(crate) fn tridiagonal_eigen(
     let mut d = diag.to_vec();
     let mut e = off.to_vec();
     e.push(0.0);
-    // z: the tracked rows of S, starting from the identity.
+    // z: the tracked rows of S (row-major), starting from the identity.
     let row_ids: Vec<usize> = match rows {
         RowsWanted::First => vec![0],
         RowsWanted::Last => vec![n - 1],
         RowsWanted::All => (0..n).collect(),
     };
-    let mut z =
-        Array2::from_shape_fn((row_ids.len(), n), |(r, c)| f64::from(u8::from(row_ids[r] == c)));
-    let mut f = 0.0f64;
-    let mut tst1 = 0.0f64;
-    let eps = f64::EPSILON;
-    let mut sweeps = 0usize;
-    for l in 0..n {
-        tst1 = tst1.max(d[l].abs() + e[l].abs());
-        let mut m = l;
-        while m < n - 1 && e[m].abs() > eps * tst1 {
-            m += 1;
-        }
-        if m > l {
-            loop {
-                sweeps += 1;
-                if sweeps > 30 * n.max(1) {
-                    return Err(HessianError::EigenNoConvergence {
-                        what: "the Lanczos tridiagonal matrix",
-                        layer_idx: None,
-                    });
-                }
-                let g = d[l];
-                let mut p = (d[l + 1] - g) / (2.0 * e[l]);
-                let mut r = p.hypot(1.0);
-                if p < 0.0 {
-                    r = -r;
-                }
-                d[l] = e[l] / (p + r);
-                d[l + 1] = e[l] * (p + r);
-                let dl1 = d[l + 1];
-                let mut h = g - d[l];
-                for di in d.iter_mut().skip(l + 2) {
-                    *di -= h;
-                }
-                f += h;
-                p = d[m];
-                let mut c = 1.0;
-                let mut c2 = c;
-                let mut c3 = c;
-                let el1 = e[l + 1];
-                let mut s = 0.0;
-                let mut s2 = 0.0;
-                for i in (l..m).rev() {
-                    c3 = c2;
-                    c2 = c;
-                    s2 = s;
-                    let g = c * e[i];
-                    h = c * p;
-                    r = p.hypot(e[i]);
-                    e[i + 1] = s * r;
-                    s = e[i] / r;
-                    c = p / r;
-                    p = c * d[i] - s * g;
-                    d[i + 1] = h + s * (c * g + s * d[i]);
-                    for mut row in z.rows_mut() {
-                        let h = row[i + 1];
-                        row[i + 1] = s * row[i] + c * h;
-                        row[i] = c * row[i] - s * h;
-                    }
-                }
-                p = -s * s2 * c3 * el1 * e[l] / dl1;
-                e[l] = s * p;
-                d[l] = c * p;
-                if e[l].abs() <= eps * tst1 {
-                    break;
-                }
-            }
-        }
-        d[l] += f;
-        e[l] = 0.0;
+    let mut z = vec![0.0; row_ids.len() * n];
+    for (r, &id) in row_ids.iter().enumerate() {
+        z[r * n + id] = 1.0;
     }
+    tridiagonal_ql(&mut d, &mut e, &mut Rows::new(&mut z, n)).map_err(|_| {
+        HessianError::EigenNoConvergence { what: "the Lanczos tridiagonal matrix", layer_idx: None }
+    })?;
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| d[a].total_cmp(&d[b]));
     let values = Array1::from_shape_fn(n, |i| d[order[i]]);
-    let rows = Array2::from_shape_fn((z.nrows(), n), |(r, c)| z[[r, order[c]]]);
+    let rows = Array2::from_shape_fn((row_ids.len(), n), |(r, c)| z[r * n + order[c]]);
     Ok(TridiagonalEigen { values, rows })
 }
 

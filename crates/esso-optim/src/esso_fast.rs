@@ -19,14 +19,13 @@
 #![allow(clippy::needless_range_loop, clippy::type_complexity)] // index-heavy numeric kernels
 
 use esso_core::{Loss, Mlp, Targets};
-use esso_hessian::{Inertia, SpectralFn, ZERO_EIGENVALUE_RTOL};
+use esso_hessian::{Inertia, LayerHessian, LayerSolver, SpectralFn, ZERO_EIGENVALUE_RTOL};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayRef2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use crate::engine::{BatchEngine, max_abs, params_in_place_safe, weight_ref, within_limit};
-use crate::solver::LayerSolver;
 
 /// Per-thread buffers for one sample's curvature.
 #[derive(Debug, Clone)]
@@ -233,17 +232,16 @@ fn solve_layer(
     let n = delta.len();
     let eig = &mut ws.eig[..n];
     let solver = &mut ws.solvers[l];
-    let result = match form {
-        Form::Dense => {
-            let h = ArrayView2::from_shape((n, n), &ws.h[..n * n]).ok()?;
-            solver.solve_dense(&h, norm_sq, &delta, f, Some(l), u[l], eig)
-        }
-        Form::Gram(r) => {
-            let g = ArrayView2::from_shape((r, n), &ws.g[..r * n]).ok()?;
-            solver.solve_gram(&g, norm_sq, &delta, f, Some(l), u[l], eig)
-        }
+    let (rows, data) = match form {
+        Form::Dense => (n, &ws.h),
+        Form::Gram(r) => (r, &ws.g),
     };
-    result.ok()?;
+    let m = ArrayView2::from_shape((rows, n), &data[..rows * n]).ok()?;
+    let hessian = match form {
+        Form::Dense => LayerHessian::Dense(&m),
+        Form::Gram(_) => LayerHessian::Gram(&m),
+    };
+    solver.solve(hessian, norm_sq, &delta, f, Some(l), u[l], eig).ok()?;
     if !u[l].iter().all(|v| v.is_finite()) {
         return None;
     }

@@ -76,7 +76,6 @@ mod esso_fast;
 mod optimizer;
 mod schedule;
 mod sgd;
-mod solver;
 mod train;
 
 pub use adam::{Adam, AdamConfig, AdamState, WeightDecayMode};
@@ -86,7 +85,6 @@ pub use esso::{BatchMode, CurvatureScope, Esso, EssoConfig, EssoState, LambdaSca
 pub use optimizer::{Optimizer, OptimizerState, SpectrumSummary, StepReport};
 pub use schedule::{Decay, Schedule};
 pub use sgd::{Sgd, SgdConfig, SgdState};
-pub use solver::LayerSolver;
 pub use train::{
     Checkpoint, Control, Evaluator, NoObserver, Observer, Progress, Termination, TrainConfig,
     TrainOutcome, Trainer, epoch_order, train,

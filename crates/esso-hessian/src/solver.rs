@@ -1,28 +1,41 @@
-//! Exact per-layer Newton factors without eigenvectors (issue 9): the dense route
-//! (Householder tridiagonalisation with faer, then an implicit QL iteration that carries one
-//! vector) and the reduced route for H_l = Gᵀ G (piecewise-linear activations).
+//! Exact per-layer Newton factors without eigenvectors, what an optimiser needs per sample:
+//! the dense route (Householder tridiagonalisation with faer, then the implicit QL iteration
+//! of [`crate::linalg::tridiagonal_ql`] carrying one vector) and the reduced route for
+//! H_l = Gᵀ G (piecewise-linear activations).
 //!
-//! Everything here is checked against `esso_hessian::LayerCurvature` (dense eigenvectors)
-//! and the finite-difference oracle `esso_hessian::reference` in the tests.
-#![allow(clippy::needless_range_loop, clippy::type_complexity)] // index-heavy numeric kernels
+//! Everything here is checked against [`LayerCurvature`](crate::LayerCurvature) (dense
+//! eigenvectors) in the unit tests and, through the optimiser, against the general ESSO path
+//! in esso-optim's tests.
+#![allow(clippy::needless_range_loop)] // index-heavy numeric kernels
 
-use esso_hessian::{HessianError, SpectralFn};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd;
 use faer::{Mat, Par};
 use ndarray::{ArrayRef1, ArrayRef2};
 
-type Result<T> = std::result::Result<T, HessianError>;
+use crate::error::{HessianError, Result};
+use crate::linalg::{QlNoConvergence, Rotation, Rows, apply_rotations, tridiagonal_ql};
+use crate::spectral::SpectralFn;
+
+/// How [`LayerSolver::solve`] receives a layer's H_l (n × n).
+#[derive(Debug, Clone, Copy)]
+pub enum LayerHessian<'a> {
+    /// H_l itself, symmetric n × n; only the lower triangle is read.
+    Dense(&'a ArrayRef2<f64>),
+    /// A factor G (r × n, r ≥ 1) with H_l = Gᵀ G, e.g. G_l = F J_l for piecewise-linear
+    /// activations: the r × r Gram route, O(r² n + r³).
+    Gram(&'a ArrayRef2<f64>),
+}
 
 /// A reusable workspace for one layer's Newton factor u = f(‖ã‖² H_l) δ_l and the n_l
 /// non-trivial block eigenvalues ‖ã‖² μ_i, **without eigenvectors**: what the optimiser needs
 /// per sample. Two exact routes:
 ///
-/// - [`LayerSolver::solve_dense`], any symmetric H_l: Householder tridiagonalisation
+/// - [`LayerHessian::Dense`], any symmetric H_l: Householder tridiagonalisation
 ///   H = Q T Qᵀ, then the implicit QL iteration on T carrying Qᵀ δ and logging its rotations
 ///   (T = Z Λ Zᵀ), so that `u = Q Z f(‖ã‖² Λ) Zᵀ Qᵀ δ`: 4/3 n³ + O(n²) flops instead of the
-///   ≈ 9 n³ of an eigendecomposition with vectors ([`esso_hessian::LayerCurvature`]).
-/// - [`LayerSolver::solve_gram`], H_l = Gᵀ G with G of r ≪ n rows (piecewise-linear
+///   ≈ 9 n³ of an eigendecomposition with vectors ([`crate::LayerCurvature`]).
+/// - [`LayerHessian::Gram`], H_l = Gᵀ G with G of r ≪ n rows (piecewise-linear
 ///   activations: c = 0 above the layer, H_L = Fᵀ F, G = F J_l): the non-zero eigenvalues
 ///   are those of the r × r Gram matrix K = G Gᵀ = V Σ² Vᵀ, the eigenvectors Gᵀ v_i / σ_i,
 ///   and every other eigenvalue is exactly 0, so
@@ -40,12 +53,12 @@ type Result<T> = std::result::Result<T, HessianError>;
 /// # Examples
 /// ```
 /// use esso_hessian::{LayerCurvature, SpectralFn};
-/// use esso_optim::LayerSolver;
+/// use esso_hessian::{LayerHessian, LayerSolver};
 /// let h = ndarray::array![[2.0, 0.5], [0.5, -1.0]];
 /// let delta = ndarray::array![1.0, -1.0];
 /// let f = SpectralFn::absolute(1.0)?;
 /// let (mut u, mut e) = ([0.0; 2], [0.0; 2]);
-/// LayerSolver::new(2).solve_dense(&h, 3.0, &delta, &f, None, &mut u, &mut e)?;
+/// LayerSolver::new(2).solve(LayerHessian::Dense(&h), 3.0, &delta, &f, None, &mut u, &mut e)?;
 /// let curv = LayerCurvature::new(&h, 3.0)?;
 /// let expected = curv.direction_factor(&delta, &f);
 /// assert!((u[0] - expected[0]).abs() < 1e-15 && (u[1] - expected[1]).abs() < 1e-15);
@@ -88,24 +101,25 @@ impl LayerSolver {
         self.n
     }
 
-    /// u = f(‖ã‖² H) δ and the n non-trivial block eigenvalues ‖ã‖² μ (ascending) for a
-    /// dense symmetric H = H_l (only its lower triangle is read).
+    /// u = f(‖ã‖² H_l) δ and the n non-trivial block eigenvalues ‖ã‖² μ (ascending), for
+    /// H_l given densely or as a Gram factor ([`LayerHessian`]; routes in the type docs).
     ///
     /// # Shapes
-    /// `h` is n × n; `delta`, `u` and `block_eigenvalues` have n entries.
+    /// `delta`, `u` and `block_eigenvalues` have n entries; see [`LayerHessian`] for H_l.
     ///
     /// # Errors
-    /// [`HessianError::NonFinite`] for a non-finite H or δ, [`HessianError::InvalidParameter`]
-    /// naming `a_tilde_norm_sq` unless finite and > 0, [`HessianError::EigenNoConvergence`],
-    /// and [`HessianError::NonPositiveShift`] for the damped function when e_min + λ ≤ 0.
+    /// [`HessianError::NonFinite`] for a non-finite H_l (or G, reported as `H_l`) or δ,
+    /// [`HessianError::InvalidParameter`] naming `a_tilde_norm_sq` unless finite and > 0,
+    /// [`HessianError::EigenNoConvergence`], and [`HessianError::NonPositiveShift`] for the
+    /// damped function when e_min + λ ≤ 0.
     ///
     /// # Panics
     /// If a shape differs from n.
     #[allow(clippy::too_many_arguments)]
     #[track_caller]
-    pub fn solve_dense(
+    pub fn solve(
         &mut self,
-        h: &ArrayRef2<f64>,
+        hessian: LayerHessian<'_>,
         a_tilde_norm_sq: f64,
         delta: &ArrayRef1<f64>,
         f: &SpectralFn,
@@ -114,8 +128,38 @@ impl LayerSolver {
         block_eigenvalues: &mut [f64],
     ) -> Result<()> {
         let n = self.n;
+        assert!(
+            delta.len() == n && u.len() == n && block_eigenvalues.len() == n,
+            "delta, u and the eigenvalue buffer need n = {n} entries"
+        );
+        if !a_tilde_norm_sq.is_finite() || a_tilde_norm_sq <= 0.0 {
+            return Err(HessianError::InvalidParameter {
+                name: "a_tilde_norm_sq",
+                value: a_tilde_norm_sq,
+                reason: "must be finite and > 0",
+            });
+        }
+        if !delta.iter().all(|v| v.is_finite()) {
+            return Err(HessianError::NonFinite { what: "delta", layer_idx });
+        }
+        let request = Request { a_tilde_norm_sq, delta, f, layer_idx };
+        match hessian {
+            LayerHessian::Dense(h) => self.solve_dense(h, &request, u, block_eigenvalues),
+            LayerHessian::Gram(g) => self.solve_gram(g, &request, u, block_eigenvalues),
+        }
+    }
+
+    /// The dense route of [`LayerSolver::solve`].
+    #[track_caller]
+    fn solve_dense(
+        &mut self,
+        h: &ArrayRef2<f64>,
+        &Request { a_tilde_norm_sq, delta, f, layer_idx }: &Request<'_>,
+        u: &mut [f64],
+        block_eigenvalues: &mut [f64],
+    ) -> Result<()> {
+        let n = self.n;
         assert_eq!(h.dim(), (n, n), "H has the wrong shape");
-        self.check_common(a_tilde_norm_sq, delta, layer_idx, u, block_eigenvalues)?;
         for i in 0..n {
             for j in 0..=i {
                 let v = h[[i, j]];
@@ -148,30 +192,18 @@ impl LayerSolver {
         Ok(())
     }
 
-    /// As [`LayerSolver::solve_dense`] for H = Gᵀ G given G (r × n, r ≥ 1), without forming
-    /// H: see the type docs.
-    ///
-    /// # Errors
-    /// As [`LayerSolver::solve_dense`] (a non-finite G is reported as `H_l`).
-    ///
-    /// # Panics
-    /// If `g` does not have n columns or another shape differs from n.
-    #[allow(clippy::too_many_arguments)]
+    /// The reduced route of [`LayerSolver::solve`] for H = Gᵀ G, without forming H.
     #[track_caller]
-    pub fn solve_gram(
+    fn solve_gram(
         &mut self,
         g: &ArrayRef2<f64>,
-        a_tilde_norm_sq: f64,
-        delta: &ArrayRef1<f64>,
-        f: &SpectralFn,
-        layer_idx: Option<usize>,
+        &Request { a_tilde_norm_sq, delta, f, layer_idx }: &Request<'_>,
         u: &mut [f64],
         block_eigenvalues: &mut [f64],
     ) -> Result<()> {
         let n = self.n;
         let r = g.nrows();
         assert_eq!(g.ncols(), n, "G has the wrong number of columns");
-        self.check_common(a_tilde_norm_sq, delta, layer_idx, u, block_eigenvalues)?;
         if !g.iter().all(|v| v.is_finite()) {
             return Err(HessianError::NonFinite { what: "H_l", layer_idx });
         }
@@ -238,146 +270,14 @@ impl LayerSolver {
         }
         Ok(())
     }
-
-    #[track_caller]
-    fn check_common(
-        &self,
-        a_tilde_norm_sq: f64,
-        delta: &ArrayRef1<f64>,
-        layer_idx: Option<usize>,
-        u: &[f64],
-        block_eigenvalues: &[f64],
-    ) -> Result<()> {
-        let n = self.n;
-        assert!(
-            delta.len() == n && u.len() == n && block_eigenvalues.len() == n,
-            "delta, u and the eigenvalue buffer need n = {n} entries"
-        );
-        if !a_tilde_norm_sq.is_finite() || a_tilde_norm_sq <= 0.0 {
-            return Err(HessianError::InvalidParameter {
-                name: "a_tilde_norm_sq",
-                value: a_tilde_norm_sq,
-                reason: "must be finite and > 0",
-            });
-        }
-        if !delta.iter().all(|v| v.is_finite()) {
-            return Err(HessianError::NonFinite { what: "delta", layer_idx });
-        }
-        Ok(())
-    }
 }
 
-/// One plane rotation of the implicit QL iteration, acting on coordinates (i, i + 1).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rotation {
-    i: usize,
-    c: f64,
-    s: f64,
-}
-
-/// Eigenvalues of a symmetric tridiagonal matrix by the implicit QL iteration with Wilkinson
-/// shifts (the `tql2` / `tqli` algorithm: Bowdler, Martin, Reinsch and Wilkinson, Numer.
-/// Math. 11, 1968), without forming eigenvectors.
-///
-/// `d` holds the diagonal (overwritten by the eigenvalues, unsorted), `e[i]` the coupling of
-/// i and i + 1 (`e[n−1]` is ignored; destroyed). With T = Z Λ Zᵀ:
-/// - every row r of `rows` (row-major, `rows.len() / n` rows) becomes r Z, so one row yᵀ gives
-///   (Zᵀ y)ᵀ and the identity gives Z;
-/// - every rotation is appended to `log`, so that [`apply_rotations`] can form Z v later.
-///
-/// Cost: O(n²) rotations plus O(n) per rotation and row.
-///
-/// # Errors
-/// `Err(())` when an eigenvalue needs more than 60 iterations.
-pub(crate) fn tridiagonal_ql(
-    d: &mut [f64],
-    e: &mut [f64],
-    rows: &mut [f64],
-    mut log: Option<&mut Vec<Rotation>>,
-) -> std::result::Result<(), ()> {
-    let n = d.len();
-    assert_eq!(e.len(), n, "sub-diagonal buffer has the wrong length");
-    if n == 0 {
-        return Ok(());
-    }
-    assert_eq!(rows.len() % n, 0, "row buffer is not a multiple of n");
-    e[n - 1] = 0.0;
-    for l in 0..n {
-        let mut iterations = 0;
-        loop {
-            let mut m = l;
-            while m + 1 < n {
-                let dd = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= f64::EPSILON * dd {
-                    break;
-                }
-                m += 1;
-            }
-            if m == l {
-                break;
-            }
-            iterations += 1;
-            if iterations > 60 {
-                return Err(());
-            }
-            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-            let mut r = pythag(g, 1.0);
-            g = d[m] - d[l] + e[l] / (g + r.copysign(g));
-            let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
-            let mut deflated = false;
-            for i in (l..m).rev() {
-                let f = s * e[i];
-                let b = c * e[i];
-                r = pythag(f, g);
-                e[i + 1] = r;
-                if r == 0.0 {
-                    d[i + 1] -= p;
-                    e[m] = 0.0;
-                    deflated = true;
-                    break;
-                }
-                s = f / r;
-                c = g / r;
-                g = d[i + 1] - p;
-                r = (d[i] - g) * s + 2.0 * c * b;
-                p = s * r;
-                d[i + 1] = g + p;
-                g = c * r - b;
-                for row in rows.chunks_exact_mut(n) {
-                    let f = row[i + 1];
-                    row[i + 1] = s * row[i] + c * f;
-                    row[i] = c * row[i] - s * f;
-                }
-                if let Some(log) = log.as_deref_mut() {
-                    log.push(Rotation { i, c, s });
-                }
-            }
-            if deflated {
-                continue;
-            }
-            d[l] -= p;
-            e[l] = g;
-            e[m] = 0.0;
-        }
-    }
-    Ok(())
-}
-
-/// √(a² + b²): directly when the squares can neither overflow nor underflow (the common
-/// case, ~5x cheaper than libm's `hypot`), else by `hypot`.
-#[inline]
-fn pythag(a: f64, b: f64) -> f64 {
-    let m = a.abs().max(b.abs());
-    if m > 1e-150 && m < 1e150 { (a * a + b * b).sqrt() } else { a.hypot(b) }
-}
-
-/// v ← Z v for the Z = G_1 G_2 ⋯ G_K whose rotations [`tridiagonal_ql`] logged.
-pub(crate) fn apply_rotations(log: &[Rotation], v: &mut [f64]) {
-    for &Rotation { i, c, s } in log.iter().rev() {
-        let (x, y) = (v[i], v[i + 1]);
-        v[i] = c * x + s * y;
-        v[i + 1] = c * y - s * x;
-    }
+/// The arguments shared by both routes of [`LayerSolver::solve`].
+struct Request<'a> {
+    a_tilde_norm_sq: f64,
+    delta: &'a ArrayRef1<f64>,
+    f: &'a SpectralFn,
+    layer_idx: Option<usize>,
 }
 
 /// Reusable buffers for f(H) δ of one symmetric n × n matrix without eigenvectors:
@@ -456,7 +356,7 @@ impl TridiagonalSolver {
         h: &[f64],
         delta: &[f64],
         out: &mut [f64],
-    ) -> std::result::Result<(), ()> {
+    ) -> std::result::Result<(), QlNoConvergence> {
         use faer::linalg::householder as hh;
         let n = self.n;
         assert!(h.len() == n * n && delta.len() == n && out.len() == n, "buffer sizes");
@@ -495,7 +395,7 @@ impl TridiagonalSolver {
             out[i] = self.y[(i, 0)];
         }
         self.log.clear();
-        tridiagonal_ql(&mut self.diag, &mut self.sub, out, Some(&mut self.log))
+        tridiagonal_ql(&mut self.diag, &mut self.sub, &mut (Rows::new(out, n), &mut self.log))
     }
 
     /// v ← Q Z v, after [`TridiagonalSolver::eigen_coordinates`].
@@ -532,7 +432,7 @@ pub(crate) fn small_sym_eigen(
     values: &mut [f64],
     vectors: &mut [f64],
     order: &mut Vec<usize>,
-) -> std::result::Result<(), ()> {
+) -> std::result::Result<(), QlNoConvergence> {
     use faer::linalg::householder as hh;
     let n = solver.n;
     if n == 0 {
@@ -559,7 +459,7 @@ pub(crate) fn small_sym_eigen(
     for i in 0..n {
         z[i * n + i] = 1.0;
     }
-    tridiagonal_ql(&mut solver.diag, &mut solver.sub, &mut z, None)?;
+    tridiagonal_ql(&mut solver.diag, &mut solver.sub, &mut Rows::new(&mut z, n))?;
     // Q Z: apply the reflections to the columns of Z (as a faer matrix, column by column).
     let mut qz = Mat::<f64>::from_fn(n, n, |i, j| z[i * n + j]);
     if n > 1 {
@@ -595,7 +495,7 @@ mod tests {
 
     fn sym_eigen(a: &Array2<f64>) -> (Array1<f64>, Array2<f64>) {
         let n = a.nrows();
-        let c = esso_hessian::LayerCurvature::new(a, 1.0).unwrap();
+        let c = crate::LayerCurvature::new(a, 1.0).unwrap();
         assert_eq!(c.n_outputs(), n);
         (c.hessian_eigenvalues().to_owned(), c.eigenvectors().to_owned())
     }
@@ -668,13 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn tridiagonal_ql_handles_diagonal_and_repeated_eigenvalues() {
-        let mut d = vec![3.0, -1.0, 3.0, 0.0];
-        let mut e = vec![0.0; 4];
-        let mut row = vec![1.0, 2.0, 3.0, 4.0];
-        tridiagonal_ql(&mut d, &mut e, &mut row, None).unwrap();
-        assert_eq!(d, vec![3.0, -1.0, 3.0, 0.0]);
-        assert_eq!(row, vec![1.0, 2.0, 3.0, 4.0]);
+    fn tridiagonal_solver_finds_repeated_eigenvalues() {
         let a = Array2::from_shape_fn((6, 6), |(i, j)| if i == j { 2.0 } else { 1.0 });
         let mut solver = TridiagonalSolver::new(6);
         let mut w = vec![0.0; 6];
@@ -685,5 +579,70 @@ mod tests {
             let expected = if k == 5 { 7.0 } else { 1.0 };
             assert!((v - expected).abs() < 1e-14, "{values:?}");
         }
+    }
+
+    #[test]
+    fn layer_solver_matches_layer_curvature_on_both_routes() {
+        let fns = [
+            SpectralFn::absolute(0.3).unwrap(),
+            SpectralFn::damped(5.0).unwrap(),
+            SpectralFn::new(crate::SpectralKind::Floor, 0.2, Some(4.0)).unwrap(),
+        ];
+        for (n, r, seed) in [(1, 1, 1), (6, 2, 2), (13, 4, 3), (9, 9, 4), (4, 6, 5)] {
+            let delta: Array1<f64> = (0..n).map(|i| (i as f64 * 0.9 + 0.3).cos()).collect();
+            let norm_sq = 1.7;
+            // Dense: an indefinite symmetric H. Gram: H = Gᵀ G, rank min(r, n).
+            let h = random_symmetric(n, seed);
+            let g = Array2::from_shape_fn((r, n), |(i, j)| ((i * n + j) as f64 * 0.71 + 0.2).sin());
+            let gram = g.t().dot(&g);
+            let mut solver = LayerSolver::new(n);
+            assert_eq!(solver.n(), n);
+            for (hessian, dense) in [(LayerHessian::Dense(&h), &h), (LayerHessian::Gram(&g), &gram)]
+            {
+                let curv = crate::LayerCurvature::new(dense, norm_sq).unwrap();
+                let scale = curv.eigenvalues().iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                for f in &fns {
+                    let (mut u, mut e) = (vec![0.0; n], vec![0.0; n]);
+                    let got = solver.solve(hessian, norm_sq, &delta, f, Some(1), &mut u, &mut e);
+                    let Ok(expected) = curv.checked_direction_factor(&delta, f) else {
+                        assert!(got.is_err(), "n {n}: the damped shift must be rejected");
+                        continue;
+                    };
+                    got.unwrap();
+                    for (a, b) in u.iter().zip(&expected) {
+                        assert!((a - b).abs() < 1e-12 * scale, "n {n} r {r} {f:?}: {a} vs {b}");
+                    }
+                    for (a, b) in e.iter().zip(curv.eigenvalues()) {
+                        assert!((a - b).abs() < 1e-13 * scale, "n {n} r {r}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layer_solver_rejects_bad_input() {
+        let h = ndarray::array![[1.0, 0.0], [0.0, 2.0]];
+        let delta = ndarray::array![1.0, 1.0];
+        let f = SpectralFn::absolute(1.0).unwrap();
+        let mut solver = LayerSolver::new(2);
+        let (mut u, mut e) = ([0.0; 2], [0.0; 2]);
+        let mut run = |h: &Array2<f64>, norm_sq: f64, delta: &Array1<f64>| {
+            solver.solve(LayerHessian::Dense(h), norm_sq, delta, &f, Some(0), &mut u, &mut e)
+        };
+        assert!(matches!(run(&h, 0.0, &delta), Err(HessianError::InvalidParameter { .. })));
+        assert!(matches!(run(&h, f64::NAN, &delta), Err(HessianError::InvalidParameter { .. })));
+        let bad_delta = ndarray::array![1.0, f64::INFINITY];
+        assert!(matches!(run(&h, 1.0, &bad_delta), Err(HessianError::NonFinite { .. })));
+        let bad_h = ndarray::array![[1.0, 0.0], [f64::NAN, 2.0]];
+        assert!(matches!(run(&bad_h, 1.0, &delta), Err(HessianError::NonFinite { .. })));
+        let bad_g = ndarray::array![[1.0, f64::NAN]];
+        let got = solver.solve(LayerHessian::Gram(&bad_g), 1.0, &delta, &f, None, &mut u, &mut e);
+        assert!(matches!(got, Err(HessianError::NonFinite { .. })));
+        let damped = SpectralFn::damped(0.5).unwrap();
+        let neg = ndarray::array![[-1.0, 0.0], [0.0, 2.0]];
+        let got =
+            solver.solve(LayerHessian::Dense(&neg), 1.0, &delta, &damped, None, &mut u, &mut e);
+        assert!(matches!(got, Err(HessianError::NonPositiveShift { .. })));
     }
 }
