@@ -4,10 +4,11 @@ use esso_core::{Loss, Mlp, Params, Targets};
 use ndarray::ArrayRef2;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, non_negative, positive, unit_interval};
+use crate::engine::BatchEngine;
+use crate::error::{NonFiniteQuantity, Result, non_negative, positive, unit_interval};
 use crate::optimizer::{
-    Optimizer, OptimizerState, StepReport, check_batch, check_buffer, check_loss_and_gradient,
-    checked_update, wrong_kind,
+    Optimizer, OptimizerState, StepReport, add_in_place, buffer, check_batch, check_buffer,
+    check_loss_and_gradient, check_update, diverged, wrong_kind,
 };
 use crate::schedule::Schedule;
 
@@ -109,7 +110,12 @@ impl AdamConfig {
     /// As [`AdamConfig::validate`].
     pub fn build(&self, mode: WeightDecayMode) -> Result<Adam> {
         self.validate()?;
-        Ok(Adam { config: *self, mode, state: AdamState::default() })
+        Ok(Adam {
+            config: *self,
+            mode,
+            state: AdamState::default(),
+            workspace: AdamWorkspace::default(),
+        })
     }
 }
 
@@ -141,12 +147,26 @@ impl AdamState {
 
 /// Adam or AdamW (see [`AdamConfig`] for the update).
 ///
-/// Uses [`Mlp::mean_gradient`] (one GEMM per layer) for the mini-batch gradient.
+/// The mini-batch gradient comes from the same batch engine as [`crate::Sgd`] (one GEMM per
+/// layer for the forward pass, backpropagation and the gradient, into reused buffers), and
+/// the moments and the update are computed into reused buffers too: no step allocates
+/// (after the first). Every check runs before θ and the moments change.
 #[derive(Debug, Clone)]
 pub struct Adam {
     config: AdamConfig,
     mode: WeightDecayMode,
     state: AdamState,
+    workspace: AdamWorkspace,
+}
+
+/// Reused buffers (not part of the state: a checkpoint does not need them).
+#[derive(Debug, Clone, Default)]
+struct AdamWorkspace {
+    engine: BatchEngine,
+    grad: Option<Params>,
+    update: Option<Params>,
+    first_moment: Option<Params>,
+    second_moment: Option<Params>,
 }
 
 impl Adam {
@@ -180,59 +200,73 @@ impl Optimizer for Adam {
         check_buffer("first moment", self.state.first_moment.as_ref(), mlp)?;
         check_buffer("second moment", self.state.second_moment.as_ref(), mlp)?;
         let step = self.state.n_steps;
-        let (loss_value, grad) = mlp.mean_gradient(xs, targets, loss)?;
-        check_loss_and_gradient(step, self.state.last_finite_loss, loss_value, &grad)?;
+        let ws = &mut self.workspace;
+        let batch = (xs, targets, loss);
+        let loss_value =
+            ws.engine.forward_backward(mlp, batch, step, self.state.last_finite_loss)?;
+        let grad = buffer(&mut ws.grad, mlp.params());
+        ws.engine.gradient_into(1.0, grad);
+        check_loss_and_gradient(step, self.state.last_finite_loss, loss_value, grad)?;
         let c = &self.config;
         let factor = c.schedule.factor(step);
         let lr = c.lr * factor;
-        let mut g = grad.clone();
-        if self.mode == WeightDecayMode::L2 && c.weight_decay != 0.0 {
-            g.axpy(c.weight_decay, mlp.params());
-        }
-        let mut m = self.state.first_moment.clone().unwrap_or_else(|| Params::zeros_like(&g));
-        let mut v = self.state.second_moment.clone().unwrap_or_else(|| Params::zeros_like(&g));
         let t = (step + 1) as f64;
         let bias1 = 1.0 - c.beta1.powf(t);
         let bias2 = 1.0 - c.beta2.powf(t);
-        let mut update = Params::zeros_like(&g);
-        // Slice by slice (weight, bias of each layer): contiguous loops the compiler
-        // vectorises, instead of zipping five element iterators.
-        let decay = match self.mode {
-            WeightDecayMode::L2 => 0.0,
-            WeightDecayMode::Decoupled => c.weight_decay,
+        // L2: g' = g + w θ enters the moments; decoupled: w θ enters the update.
+        let (l2, decay) = match self.mode {
+            WeightDecayMode::L2 => (c.weight_decay, 0.0),
+            WeightDecayMode::Decoupled => (0.0, c.weight_decay),
         };
+        let update = buffer(&mut ws.update, mlp.params());
+        let m_new = buffer(&mut ws.first_moment, mlp.params());
+        let v_new = buffer(&mut ws.second_moment, mlp.params());
+        let (m_old, v_old) = (self.state.first_moment.as_ref(), self.state.second_moment.as_ref());
+        // Slice by slice (weight, bias of each layer): contiguous loops the compiler
+        // vectorises. Without moments yet (t = 1) they are 0.
         let slices = update
             .slices_mut()
-            .zip(m.slices_mut())
-            .zip(v.slices_mut())
-            .zip(g.slices())
-            .zip(mlp.params().slices());
-        for ((((u, m), v), g), theta) in slices {
+            .zip(m_new.slices_mut())
+            .zip(v_new.slices_mut())
+            .zip(grad.slices())
+            .zip(mlp.params().slices())
+            .enumerate();
+        for (idx, ((((u, m), v), g), theta)) in slices {
+            match m_old.and_then(|p| p.slices().nth(idx)) {
+                Some(old) => m.copy_from_slice(old),
+                None => m.fill(0.0),
+            }
+            match v_old.and_then(|p| p.slices().nth(idx)) {
+                Some(old) => v.copy_from_slice(old),
+                None => v.fill(0.0),
+            }
             for i in 0..u.len() {
-                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g[i];
-                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g[i] * g[i];
+                let g = if l2 != 0.0 { g[i] + l2 * theta[i] } else { g[i] };
+                m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g;
+                v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g * g;
                 let m_hat = m[i] / bias1;
                 let v_hat = v[i] / bias2;
                 let adaptive = c.lr * m_hat / (v_hat.sqrt() + c.eps);
                 u[i] = -factor * (adaptive + decay * theta[i]);
             }
         }
-        let new_params = checked_update(step, loss_value, mlp.params(), &update)?;
-        if !(m.is_finite() && v.is_finite()) {
-            return Err(crate::optimizer::diverged(
-                step,
-                Some(loss_value),
-                crate::NonFiniteQuantity::Update,
-            ));
+        check_update(step, loss_value, mlp.params(), update)?;
+        if !(m_new.is_finite() && v_new.is_finite()) {
+            return Err(diverged(step, Some(loss_value), NonFiniteQuantity::Update));
         }
-        *mlp.params_mut() = new_params;
-        self.state = AdamState {
-            n_steps: step + 1,
-            last_finite_loss: Some(loss_value),
-            first_moment: Some(m),
-            second_moment: Some(v),
-        };
-        Ok(StepReport::new(step, xs.nrows(), loss_value, &grad, &update, lr))
+        add_in_place(mlp.params_mut(), update);
+        let report = StepReport::new(step, xs.nrows(), loss_value, grad, update, lr);
+        self.state.n_steps = step + 1;
+        self.state.last_finite_loss = Some(loss_value);
+        for (slot, new) in
+            [(&mut self.state.first_moment, m_new), (&mut self.state.second_moment, v_new)]
+        {
+            match slot {
+                Some(old) => std::mem::swap(old, new),
+                None => *slot = Some(new.clone()),
+            }
+        }
+        Ok(report)
     }
 
     fn n_steps(&self) -> u64 {

@@ -15,7 +15,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, ColRef, MatMut, MatRef, Par};
 use ndarray::{ArrayRef2, ArrayView1, ArrayViewMut1};
 
-use crate::error::Result;
+use crate::error::{NonFiniteQuantity, Result};
+use crate::optimizer::diverged;
 
 /// Largest magnitude accepted on the in-place paths: if every |θ| and every bound on |update|
 /// is at most this, θ + update cannot overflow (2 × MAX/8 < MAX, with room for rounding).
@@ -43,9 +44,12 @@ impl BatchEngine {
     /// Sizes the buffers for `mlp` and `n_samples` (reallocates only when they grow or the
     /// network changes shape).
     fn prepare(&mut self, mlp: &Mlp, n_samples: usize) {
-        let sizes = mlp.sizes();
-        if sizes != self.sizes {
-            *self = BatchEngine { sizes, ..BatchEngine::default() };
+        // Compared without allocating: n_0, then n_l of every layer.
+        let same_shape = self.sizes.len() == mlp.n_layers() + 1
+            && self.sizes[0] == mlp.n_inputs()
+            && mlp.layers().iter().zip(&self.sizes[1..]).all(|(l, &n)| l.n_outputs() == n);
+        if !same_shape {
+            *self = BatchEngine { sizes: mlp.sizes(), ..BatchEngine::default() };
             let n_layers = self.sizes.len() - 1;
             self.inputs = vec![Vec::new(); n_layers];
             self.pre = vec![Vec::new(); n_layers];
@@ -194,6 +198,30 @@ impl BatchEngine {
                 *d = back * act.derivatives(z, a).0;
             }
         }
+    }
+
+    /// Forward pass, per-sample losses and δ_L, and backpropagation of one batch (what every
+    /// first-order step starts with); returns the mean loss.
+    ///
+    /// # Errors
+    /// As [`BatchEngine::forward`] and [`BatchEngine::losses_and_deltas`], and
+    /// [`OptimError::Diverged`](crate::OptimError::Diverged) with
+    /// [`NonFiniteQuantity::Loss`] for step `step` when the mean loss is not finite (the
+    /// backward pass is skipped then).
+    pub(crate) fn forward_backward(
+        &mut self,
+        mlp: &Mlp,
+        (xs, targets, loss): (&ArrayRef2<f64>, Targets<'_>, Loss),
+        step: u64,
+        last_finite_loss: Option<f64>,
+    ) -> Result<f64> {
+        self.forward(mlp, xs)?;
+        let loss_value = self.losses_and_deltas(targets, loss)?;
+        if !loss_value.is_finite() {
+            return Err(diverged(step, last_finite_loss, NonFiniteQuantity::Loss));
+        }
+        self.backward(mlp);
+        Ok(loss_value)
     }
 
     /// An upper bound on every |entry| of the layer's mean gradient (1/B) Σ_s δ_s ã_sᵀ: NaN

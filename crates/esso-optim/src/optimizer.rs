@@ -282,6 +282,16 @@ pub(crate) fn apply_checked(
     params: &mut Params,
     update: &Params,
 ) -> Result<()> {
+    check_update(step, loss, params, update)?;
+    add_in_place(params, update);
+    Ok(())
+}
+
+/// The checks of [`apply_checked`] alone: the update is finite, and so is every θ_i + u_i.
+///
+/// # Errors
+/// As [`apply_checked`].
+pub(crate) fn check_update(step: u64, loss: f64, params: &Params, update: &Params) -> Result<()> {
     if !update.is_finite() {
         return Err(diverged(step, Some(loss), NonFiniteQuantity::Update));
     }
@@ -296,12 +306,16 @@ pub(crate) fn apply_checked(
     if !all_finite {
         return Err(diverged(step, Some(loss), NonFiniteQuantity::Parameters));
     }
+    Ok(())
+}
+
+/// θ ← θ + update, unchecked (after [`check_update`]).
+pub(crate) fn add_in_place(params: &mut Params, update: &Params) {
     for (p, u) in params.slices_mut().zip(update.slices()) {
         for (p, &u) in p.iter_mut().zip(u) {
             *p += u;
         }
     }
-    Ok(())
 }
 
 /// A buffer shaped like `like`, reused when it already has that shape.

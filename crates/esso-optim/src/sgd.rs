@@ -5,11 +5,10 @@ use ndarray::ArrayRef2;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{BatchEngine, IN_PLACE_LIMIT, params_in_place_safe};
-use crate::error::NonFiniteQuantity;
 use crate::error::{Result, non_negative, unit_interval};
 use crate::optimizer::{
     Optimizer, OptimizerState, StepReport, apply_checked, buffer, check_batch, check_buffer,
-    check_loss_and_gradient, diverged, wrong_kind,
+    check_loss_and_gradient, wrong_kind,
 };
 use crate::schedule::Schedule;
 
@@ -154,12 +153,9 @@ impl Optimizer for Sgd {
         let step = self.state.n_steps;
         let lr = self.learning_rate();
         let ws = &mut self.workspace;
-        ws.engine.forward(mlp, xs)?;
-        let loss_value = ws.engine.losses_and_deltas(targets, loss)?;
-        if !loss_value.is_finite() {
-            return Err(diverged(step, self.state.last_finite_loss, NonFiniteQuantity::Loss));
-        }
-        ws.engine.backward(mlp);
+        let batch = (xs, targets, loss);
+        let loss_value =
+            ws.engine.forward_backward(mlp, batch, step, self.state.last_finite_loss)?;
         let n_samples = xs.nrows();
         let c = self.config;
         if c.momentum == 0.0 && c.weight_decay == 0.0 {

@@ -1,0 +1,80 @@
+//! The first-order steps allocate nothing after the first step: a counting global allocator
+//! (per thread, so the test harness does not interfere) around steps 2..n of SGD (plain, with
+//! momentum) and Adam/AdamW on a fixed batch size.
+//!
+//! The only `unsafe` in the workspace: a global allocator must implement the unsafe
+//! `GlobalAlloc` trait; it forwards every call to `System` unchanged.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use esso_core::{Activation, Init, Loss, Mlp, Targets};
+use esso_optim::{AdamConfig, OptimizerConfig, SgdConfig};
+use ndarray::Array2;
+use rand::SeedableRng;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn first_order_steps_do_not_allocate_after_the_first() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let xs = Array2::from_shape_fn((4, 6), |(i, j)| ((i * 6 + j) as f64 * 0.37).sin());
+    let classes = [0, 2, 1, 2];
+    let configs = [
+        OptimizerConfig::Sgd(SgdConfig::plain(0.1)),
+        OptimizerConfig::Sgd(SgdConfig {
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            ..SgdConfig::plain(0.1)
+        }),
+        OptimizerConfig::Adam(AdamConfig { weight_decay: 1e-3, ..AdamConfig::with_lr(1e-2) }),
+        OptimizerConfig::AdamW(AdamConfig { weight_decay: 1e-2, ..AdamConfig::with_lr(1e-2) }),
+    ];
+    for config in configs {
+        let mut mlp =
+            Mlp::new(&[6, 5, 4, 3], Activation::Tanh, Init::GlorotUniform, &mut rng).unwrap();
+        let mut opt = config.build().unwrap();
+        let targets = Targets::Classes(&classes);
+        let first = opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy).unwrap();
+        let before = allocations();
+        let mut last = first.loss;
+        for _ in 0..5 {
+            last = opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy).unwrap().loss;
+        }
+        let n = allocations() - before;
+        assert_eq!(n, 0, "{}: {n} allocations in 5 steps", opt.name());
+        assert!(last < first.loss, "{}: the loss did not decrease", opt.name());
+    }
+}
