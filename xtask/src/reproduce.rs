@@ -472,6 +472,34 @@ fn write_readme(
             );
         }
     }
+    let mnist = runs.join("mnist");
+    if root.join(&mnist).is_dir() {
+        // Every section is stored (figure 7's analysis ran above), so this only reads them.
+        let output = esso_command(root, esso)
+            .arg("analyze")
+            .arg(&mnist)
+            .args(["--sharpness", "--reuse", "--quiet"])
+            .output()
+            .with_context(|| format!("running esso analyze {}", mnist.display()))?;
+        if output.status.success() {
+            let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let mut cells = l.split('\t');
+                    let file = Path::new(cells.next()?).file_stem()?.to_string_lossy().into_owned();
+                    let summary = cells.nth(1)?.trim_end_matches(" (reused)").to_string();
+                    Some(format!("{file}: {summary}"))
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "### Sharpness of the MNIST solutions (figure 7)\n\n`esso analyze --sharpness` \
+                 (1000 fixed training samples; gap = test loss − training loss on the whole \
+                 sets):\n\n```text\n{}\n```\n",
+                lines.join("\n")
+            );
+        }
+    }
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
     let path = results.join("README.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;

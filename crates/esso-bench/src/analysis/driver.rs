@@ -9,7 +9,10 @@ use super::compute::{
     LandscapeOptions, Progress, SharpnessOptions, SpectrumOptions, landscape_1d, landscape_2d,
     sharpness, spectrum,
 };
-use super::sections::{LANDSCAPE_1D, LANDSCAPE_2D, SHARPNESS, SPECTRUM};
+use super::sections::{
+    LANDSCAPE_1D, LANDSCAPE_2D, Landscape1d, Landscape2d, SHARPNESS, SPECTRUM, SharpnessResult,
+    SpectrumResult,
+};
 use super::{FinishedRun, sibling_solutions};
 use crate::results::{AnalysisSection, AttrValue, read_analysis, write_analysis};
 
@@ -79,7 +82,17 @@ pub fn analyze_run(
                 s.name == name && s.attr(OPTIONS_ATTR).and_then(AttrValue::as_str) == Some(json)
             })
     };
-    let data = run.load_data(cache, false)?;
+    let requested = [
+        (SPECTRUM, request.spectrum.as_ref().map(options_json)),
+        (SHARPNESS, request.sharpness.as_ref().map(options_json)),
+        (LANDSCAPE_1D, request.landscape_1d.as_ref().map(options_json)),
+        (LANDSCAPE_2D, request.landscape_2d.as_ref().map(options_json)),
+    ];
+    // Only what is computed needs the data (and its reproduction check).
+    let all_reused =
+        requested.iter().all(|(name, json)| json.as_ref().is_none_or(|json| reusable(name, json)));
+    let data = if all_reused { None } else { Some(run.load_data(cache, false)?) };
+    let data = || data.as_ref().expect("loaded when a section is computed");
     let name = run.record.name.clone();
     let mut outcomes = Vec::new();
     let mut finish =
@@ -90,101 +103,117 @@ pub fn analyze_run(
             outcomes.push(SectionOutcome { name: section, summary });
             Ok::<(), anyhow::Error>(())
         };
-    let reused = |section: &'static str| {
-        log(&format!("{name}: {section}: reused (same options)"));
-        SectionOutcome { name: section, summary: "reused".into() }
+    let reused = |section: &'static str| -> Result<SectionOutcome> {
+        let summary = match stored.iter().find(|s| s.name == section) {
+            Some(s) => format!("{} (reused)", stored_summary(s)?),
+            None => "reused".to_string(),
+        };
+        log(&format!("{name}: {section}: {summary}"));
+        Ok(SectionOutcome { name: section, summary })
     };
     let mut reused_outcomes = Vec::new();
     if let Some(o) = &request.spectrum {
         let json = options_json(o);
         if reusable(SPECTRUM, &json) {
-            reused_outcomes.push(reused(SPECTRUM));
+            reused_outcomes.push(reused(SPECTRUM)?);
         } else {
-            let r = spectrum(&run, &data, o, progress).with_context(|| context(path, SPECTRUM))?;
-            let summary = format!(
-                "λ_max {:.6e}, λ_min {:.6e}, tr {:.6e} (Hutchinson {:.4e} ± {:.2e}, Hutch++ \
-                 {:.4e} ± {:.2e}){}",
-                r.top_eigenvalues[0],
-                r.bottom_eigenvalues[0],
-                r.trace_exact,
-                r.trace_hutchinson.value,
-                r.trace_hutchinson.std_error,
-                r.trace_hutchpp.value,
-                r.trace_hutchpp.std_error,
-                r.exact_eigenvalues
-                    .as_ref()
-                    .map_or(String::new(), |e| format!(", {} exact eigenvalues", e.len()))
-            );
-            finish(SPECTRUM, r.to_section(), json, summary)?;
+            let r = spectrum(&run, data(), o, progress).with_context(|| context(path, SPECTRUM))?;
+            finish(SPECTRUM, r.to_section(), json, spectrum_summary(&r))?;
         }
     }
     if let Some(o) = &request.sharpness {
         let json = options_json(o);
         if reusable(SHARPNESS, &json) {
-            reused_outcomes.push(reused(SHARPNESS));
+            reused_outcomes.push(reused(SHARPNESS)?);
         } else {
             let r =
-                sharpness(&run, &data, o, progress).with_context(|| context(path, SHARPNESS))?;
-            let summary = format!(
-                "λ_max {:.4e}, tr {:.4e}, ε-sharpness {:.4e} %, ρ-sharpness {:.4e}, gap {:.4} \
-                 (test {:.4} − train {:.4})",
-                r.top_eigenvalue,
-                r.trace,
-                r.epsilon_sharpness,
-                r.rho_sharpness,
-                r.generalization_gap(),
-                r.test_loss,
-                r.train_loss
-            );
-            finish(SHARPNESS, r.to_section(), json, summary)?;
+                sharpness(&run, data(), o, progress).with_context(|| context(path, SHARPNESS))?;
+            finish(SHARPNESS, r.to_section(), json, sharpness_summary(&r))?;
         }
     }
     if let Some(o) = &request.landscape_1d {
         let json = options_json(o);
         if reusable(LANDSCAPE_1D, &json) {
-            reused_outcomes.push(reused(LANDSCAPE_1D));
+            reused_outcomes.push(reused(LANDSCAPE_1D)?);
         } else {
             let others = sibling_solutions(&run);
-            let r = landscape_1d(&run, &others, &data, o, progress)
+            let r = landscape_1d(&run, &others, data(), o, progress)
                 .with_context(|| context(path, LANDSCAPE_1D))?;
-            let summary = format!(
-                "{} path(s): init → solution{}",
-                r.paths.len(),
-                if others.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", solution → {}",
-                        others
-                            .iter()
-                            .map(|o| o.record.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            );
-            finish(LANDSCAPE_1D, r.to_section(), json, summary)?;
+            finish(LANDSCAPE_1D, r.to_section(), json, landscape_1d_summary(&r))?;
         }
     }
     if let Some(o) = &request.landscape_2d {
         let json = options_json(o);
         if reusable(LANDSCAPE_2D, &json) {
-            reused_outcomes.push(reused(LANDSCAPE_2D));
+            reused_outcomes.push(reused(LANDSCAPE_2D)?);
         } else {
-            let r = landscape_2d(&run, &data, o, progress)
+            let r = landscape_2d(&run, data(), o, progress)
                 .with_context(|| context(path, LANDSCAPE_2D))?;
-            let (lo, hi) = r
-                .train_loss
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-            let summary =
-                format!("{} × {} points, training loss {lo:.4e} … {hi:.4e}", r.x.len(), r.y.len());
-            finish(LANDSCAPE_2D, r.to_section(), json, summary)?;
+            finish(LANDSCAPE_2D, r.to_section(), json, landscape_2d_summary(&r))?;
         }
     }
     progress.finish("done");
     outcomes.extend(reused_outcomes);
     Ok(outcomes)
+}
+
+/// One line of numbers of a stored section (for `--reuse` and summaries).
+///
+/// # Errors
+/// An incomplete section.
+pub fn stored_summary(section: &AnalysisSection) -> Result<String> {
+    Ok(match section.name.as_str() {
+        SPECTRUM => spectrum_summary(&SpectrumResult::from_section(section)?),
+        SHARPNESS => sharpness_summary(&SharpnessResult::from_section(section)?),
+        LANDSCAPE_1D => landscape_1d_summary(&Landscape1d::from_section(section)?),
+        LANDSCAPE_2D => landscape_2d_summary(&Landscape2d::from_section(section)?),
+        other => format!("unknown section {other}"),
+    })
+}
+
+fn spectrum_summary(r: &SpectrumResult) -> String {
+    format!(
+        "λ_max {:.6e}, λ_min {:.6e}, tr {:.6e} (Hutchinson {:.4e} ± {:.2e}, Hutch++ {:.4e} ± \
+         {:.2e}){}",
+        r.top_eigenvalues.first().copied().unwrap_or(f64::NAN),
+        r.bottom_eigenvalues.first().copied().unwrap_or(f64::NAN),
+        r.trace_exact,
+        r.trace_hutchinson.value,
+        r.trace_hutchinson.std_error,
+        r.trace_hutchpp.value,
+        r.trace_hutchpp.std_error,
+        r.exact_eigenvalues
+            .as_ref()
+            .map_or(String::new(), |e| format!(", {} exact non-zero eigenvalues", e.len()))
+    )
+}
+
+fn sharpness_summary(r: &SharpnessResult) -> String {
+    format!(
+        "λ_max {:.4}, tr {:.4}, ε-sharpness {:.4} %, ρ-sharpness {:.4e}, gap {:.4} (test {:.4} \
+         − train {:.4}), accuracy gap {:.4}",
+        r.top_eigenvalue,
+        r.trace,
+        r.epsilon_sharpness,
+        r.rho_sharpness,
+        r.generalization_gap(),
+        r.test_loss,
+        r.train_loss,
+        r.accuracy_gap()
+    )
+}
+
+fn landscape_1d_summary(r: &Landscape1d) -> String {
+    let ends: Vec<&str> = r.paths.iter().map(|p| p.name.as_str()).collect();
+    format!("{} points on {} path(s): {}", r.alpha.len(), r.paths.len(), ends.join(", "))
+}
+
+fn landscape_2d_summary(r: &Landscape2d) -> String {
+    let (lo, hi) = r
+        .train_loss
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    format!("{} × {} points, training loss {lo:.4e} … {hi:.4e}", r.x.len(), r.y.len())
 }
 
 fn context(path: &Path, section: &str) -> String {
