@@ -94,7 +94,7 @@ impl SampleSet {
     }
 }
 
-/// Options of [`spectrum`].
+/// Options of [`spectrum()`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SpectrumOptions {
     /// Training samples of the Hessian (a seeded subset; 0 = all).
@@ -143,7 +143,7 @@ impl Default for SpectrumOptions {
     }
 }
 
-/// Options of [`sharpness`].
+/// Options of [`sharpness()`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SharpnessOptions {
     /// Training samples of the Hessian and of the sharpness ascents (seeded subset; 0 = all).

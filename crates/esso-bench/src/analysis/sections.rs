@@ -360,7 +360,7 @@ pub struct Landscape2d {
     /// Coordinates along η.
     pub y: Vec<f64>,
     /// Mean loss on the analysis training samples, `x.len() × y.len()`: `[[i, j]]` is the
-    /// point (x[i], y[j]).
+    /// point (`x[i]`, `y[j]`).
     pub train_loss: Array2<f64>,
     /// Accuracy on the analysis training samples, same shape.
     pub train_accuracy: Array2<f64>,
