@@ -32,6 +32,9 @@ eval_train_samples = 50
 every = 40
 n_samples = 3
 n_bins = 20
+top_eigenvalue_every = 50
+top_eigenvalue_samples = 30
+top_eigenvalue_iterations = 10
 [optimizer]
 kind = "sgd"
 lr = 0.05
@@ -128,6 +131,11 @@ fn the_results_file_has_the_documented_layout() {
     assert_eq!(hist.values.dim(), (6, 20));
     // Each histogram row counts 3 samples × 12 block eigenvalues.
     assert!(hist.values.rows().into_iter().all(|r| r.sum() == 36.0));
+    // λ_max of the 30-sample Hessian: init, every 50 steps, end.
+    let top = &rec.top_eigenvalue;
+    assert_eq!(top.column("step").unwrap(), &[0.0, 50.0, 100.0, 150.0, 180.0]);
+    assert!(top.column("top_eigenvalue").unwrap().iter().all(|v| v.is_finite() && *v > 0.0));
+    assert!(top.column("lanczos_iterations").unwrap().iter().all(|&k| k <= 10.0));
     let init = rec.arrays.iter().find(|m| m.path == "curvature/layer1/eigenvalues_init").unwrap();
     assert_eq!(init.values.dim(), (1, 30));
     assert_eq!(rec.weights.len(), 2);
