@@ -184,7 +184,7 @@ fn spectrum_summary(r: &SpectrumResult) -> String {
         r.trace_hutchpp.std_error,
         r.exact_eigenvalues
             .as_ref()
-            .map_or(String::new(), |e| format!(", {} exact non-zero eigenvalues", e.len()))
+            .map_or(String::new(), |e| format!(", {} exact eigenvalues on the range", e.len()))
     )
 }
 
