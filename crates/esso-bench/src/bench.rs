@@ -199,6 +199,141 @@ pub fn to_csv(results: &[BenchResult]) -> String {
     out
 }
 
+/// One layer's GEMM of the evaluation: C (m × n) = A (m × k) Bᵀ with B of n × k, the shape of
+/// z_l = a_{l−1} W_lᵀ for m samples, k = n_{l−1}, n = n_l.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmRate {
+    /// Rows m (samples).
+    pub m: usize,
+    /// Inner dimension k = n_{l−1}.
+    pub k: usize,
+    /// Columns n = n_l.
+    pub n: usize,
+    /// Seconds per product.
+    pub seconds: f64,
+}
+
+impl GemmRate {
+    /// 2 m k n / seconds / 10⁹.
+    pub fn gflops(&self) -> f64 {
+        gemm_flops(&[self.k, self.n], self.m) / self.seconds / 1e9
+    }
+}
+
+/// `Mlp::evaluate` on N synthetic samples against the raw faer GEMMs of the same shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalBench {
+    /// The case label.
+    pub case: String,
+    /// Samples N per evaluation.
+    pub n_samples: usize,
+    /// Seconds per `Mlp::evaluate` call.
+    pub eval_seconds: f64,
+    /// The raw faer GEMM of every layer (`Par::rayon(0)`, all threads), one product each.
+    pub layers: Vec<GemmRate>,
+}
+
+impl EvalBench {
+    /// 2 N Σ_l n_{l−1} n_l: the GEMM flops of one evaluation.
+    pub fn flops(&self) -> f64 {
+        self.layers.iter().map(|g| gemm_flops(&[g.k, g.n], g.m)).sum()
+    }
+
+    /// The evaluation's rate, counting only its GEMM flops.
+    pub fn eval_gflops(&self) -> f64 {
+        self.flops() / self.eval_seconds / 1e9
+    }
+
+    /// The raw GEMMs' rate over all layers: total flops ÷ Σ_l (seconds of layer l).
+    pub fn raw_gflops(&self) -> f64 {
+        self.flops() / self.layers.iter().map(|g| g.seconds).sum::<f64>() / 1e9
+    }
+
+    /// The evaluation's rate as a fraction of the raw GEMMs' (the target is ≥ 0.5).
+    pub fn fraction_of_raw(&self) -> f64 {
+        self.eval_gflops() / self.raw_gflops()
+    }
+
+    /// A Markdown table: one row per layer GEMM, then the evaluation.
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!(
+            "| eval ({}, N = {}) | shape (m × k · k × n) | GFLOP/s |\n|---|---|---|\n",
+            self.case, self.n_samples
+        );
+        for (l, g) in self.layers.iter().enumerate() {
+            out.push_str(&format!(
+                "| raw faer GEMM, layer {} | {} × {} · {} × {} | {:.2} |\n",
+                l + 1,
+                g.m,
+                g.k,
+                g.k,
+                g.n,
+                g.gflops()
+            ));
+        }
+        out.push_str(&format!("| raw faer GEMM, all layers | | {:.2} |\n", self.raw_gflops()));
+        out.push_str(&format!(
+            "| `Mlp::evaluate` ({:.1} ms) | | {:.2} ({:.0} % of raw) |\n",
+            self.eval_seconds * 1e3,
+            self.eval_gflops(),
+            100.0 * self.fraction_of_raw()
+        ));
+        out
+    }
+}
+
+/// 2 m Σ_l n_{l−1} n_l for widths `sizes` and m samples.
+fn gemm_flops(sizes: &[usize], m: usize) -> f64 {
+    sizes.windows(2).map(|w| 2.0 * (m * w[0] * w[1]) as f64).sum()
+}
+
+/// Repeats `f` until `min_time` has passed (at least twice, after one warm-up call) and
+/// returns the seconds per call.
+fn seconds_per_call(min_time: Duration, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while calls < 2 || start.elapsed() < min_time {
+        f()?;
+        calls += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() / f64::from(calls))
+}
+
+/// Times `Mlp::evaluate` on `n_samples` synthetic MNIST-like samples of `case` (inputs
+/// uniform in [0, 1], cycling labels, cross-entropy) and the raw faer GEMM of every layer's
+/// shape (`Par::rayon(0)`), each for at least `min_time`.
+///
+/// # Errors
+/// A bad case; evaluation errors.
+pub fn measure_eval(case: &BenchCase, n_samples: usize, min_time: Duration) -> Result<EvalBench> {
+    use faer::{Accum, Mat, Par, linalg::matmul::matmul};
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mlp = Mlp::new(&case.sizes, case.activation, Init::GlorotUniform, &mut rng)?;
+    let n_out = case.sizes[case.sizes.len() - 1];
+    let xs = Array2::from_shape_fn((n_samples, case.sizes[0]), |_| esso_core::uniform01(&mut rng));
+    let labels: Vec<usize> = (0..n_samples).map(|i| i % n_out).collect();
+    let eval_seconds = seconds_per_call(min_time, || {
+        let e = mlp.evaluate(&xs, Targets::Classes(&labels), Loss::CrossEntropy)?;
+        std::hint::black_box(e);
+        Ok(())
+    })?;
+    let mut layers = Vec::new();
+    for w in case.sizes.windows(2) {
+        let (m, k, n) = (n_samples, w[0], w[1]);
+        let a = Mat::<f64>::from_fn(m, k, |i, j| ((i * k + j) as f64 * 1e-3).sin());
+        let b = Mat::<f64>::from_fn(n, k, |i, j| ((i * k + j) as f64 * 1e-3).cos());
+        let mut c = Mat::<f64>::zeros(m, n);
+        let seconds = seconds_per_call(min_time, || {
+            matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.transpose(), 1.0, Par::rayon(0));
+            std::hint::black_box(&c);
+            Ok(())
+        })?;
+        layers.push(GemmRate { m, k, n, seconds });
+    }
+    Ok(EvalBench { case: case.label(), n_samples, eval_seconds, layers })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +367,24 @@ mod tests {
             },
         ]);
         assert!(md.contains("| c | esso-layerwise | 1 | 1 | 25 | 4.00 |"), "{md}");
+    }
+
+    #[test]
+    fn eval_bench_counts_the_gemm_flops() {
+        let case = BenchCase { sizes: vec![6, 5, 3], activation: Activation::Tanh };
+        let e = measure_eval(&case, 300, Duration::ZERO).unwrap();
+        assert_eq!(e.layers.len(), 2);
+        assert_eq!(e.flops(), 2.0 * 300.0 * (6.0 * 5.0 + 5.0 * 3.0));
+        assert!(e.eval_seconds > 0.0 && e.fraction_of_raw() > 0.0);
+        let fixed = EvalBench {
+            case: "c".into(),
+            n_samples: 10,
+            eval_seconds: 2e-6,
+            layers: vec![GemmRate { m: 10, k: 10, n: 10, seconds: 1e-6 }],
+        };
+        // 2000 flops: 2 GFLOP/s raw, 1 GFLOP/s evaluated, 50 %.
+        assert!((fixed.raw_gflops() - 2.0).abs() < 1e-12);
+        assert!((fixed.fraction_of_raw() - 0.5).abs() < 1e-12);
+        assert!(fixed.to_markdown().contains("| 1.00 (50 % of raw) |"), "{}", fixed.to_markdown());
     }
 }

@@ -1,10 +1,13 @@
-//! `esso bench`: samples per second of each optimiser's step, and the ratio to SGD.
+//! `esso bench`: samples per second of each optimiser's step, the ratio to SGD, and
+//! `Mlp::evaluate`'s GEMM rate against the raw faer GEMMs of the same shapes.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use esso_bench::bench::{default_cases, default_optimizers, measure, to_csv, to_markdown};
+use esso_bench::bench::{
+    default_cases, default_optimizers, measure, measure_eval, to_csv, to_markdown,
+};
 
 /// Arguments of `esso bench`.
 #[derive(Debug, clap::Args)]
@@ -16,12 +19,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
     /// Only optimisers whose label contains this text (sgd, adam, esso-layerwise,
-    /// esso-full-network).
+    /// esso-full-network; `eval` for the evaluation line alone).
     #[arg(long)]
     pub only: Option<String>,
     /// Also write the results as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Samples of the evaluation lines (`Mlp::evaluate` vs the raw GEMMs, 784-128-64-10 tanh
+    /// and ReLU);
+    /// 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    pub eval_samples: usize,
 }
 
 /// Runs `esso bench`.
@@ -55,6 +63,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     print!("{}", to_markdown(&results));
+    if args.eval_samples > 0 && args.only.as_deref().is_none_or(|o| "eval".contains(o)) {
+        // 784-128-64-10 with tanh and with ReLU (the activation's cost shows as the gap).
+        for case in &default_cases()[..2] {
+            let seconds = Duration::from_secs_f64(args.seconds);
+            let eval = measure_eval(case, args.eval_samples, seconds)
+                .with_context(|| format!("evaluation of {}", case.label()))?;
+            println!();
+            print!("{}", eval.to_markdown());
+        }
+    }
     if let Some(path) = args.csv {
         std::fs::write(&path, to_csv(&results))
             .with_context(|| format!("writing {}", path.display()))?;
