@@ -6,6 +6,8 @@
 //! - `cargo xtask prereqs`: only the prerequisite check.
 //! - `cargo xtask reproduce [--quick | --full] [--only NAME] [--jobs N]`: every figure from
 //!   one command (reproduce.rs); the drawing itself is `esso figures`.
+//! - `cargo xtask peers [--seconds S] [--batch-size B]`: esso against the JAX peer on the same
+//!   shapes (peers.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod peers;
 mod prereqs;
 mod reproduce;
 
@@ -64,6 +67,9 @@ enum Task {
         #[arg(long, default_value = "results")]
         results_dir: PathBuf,
     },
+    /// esso against the same SGD and per-layer ESSO steps in JAX (benches/peers/): creates a
+    /// venv under target/peers/venv with jax[cpu] from PyPI, runs both, prints them side by side.
+    Peers(peers::PeersArgs),
 }
 
 fn main() -> Result<()> {
@@ -102,6 +108,7 @@ fn main() -> Result<()> {
             lint(&root)
         }
         Task::Prereqs { check_only } => prereqs::ensure(check_only),
+        Task::Peers(args) => peers::run_peers(&project_root(), &args),
         Task::Reproduce { quick, full, only, jobs, results_dir } => {
             let profile =
                 if full && !quick { reproduce::Profile::Full } else { reproduce::Profile::Quick };
