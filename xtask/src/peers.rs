@@ -6,7 +6,7 @@
 //! side. xtask depends on no esso crate: it runs the binaries and reads their output.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -51,6 +51,7 @@ pub fn run_peers(root: &Path, args: &PeersArgs) -> Result<()> {
         run(
             Command::new(&esso_bin)
                 .current_dir(root)
+                .stdout(Stdio::null()) // its table; the rates are read from the CSV
                 .args(["bench", "--eval-samples", "0", "--only", optimizer])
                 .args(["--seconds", &args.seconds.to_string()])
                 .args(["--batch-size", &args.batch_size.to_string()])
