@@ -230,7 +230,7 @@ impl Mlp {
     }
 
     /// Mean loss and (for class targets) accuracy over a batch: blocks of
-    /// [`EVAL_BLOCK`] samples, one faer GEMM per layer and block
+    /// 256 samples, one faer GEMM per layer and block
     /// (z_l = a_{l−1} W_lᵀ + 1 b_lᵀ, rows are samples) into per-thread reused buffers, blocks
     /// in parallel; the inputs are read in place (no copy of `xs` when it is row-major).
     ///
@@ -393,7 +393,7 @@ impl Mlp {
 
 /// Samples per block of [`Mlp::evaluate`]: bounds its buffers (a block of 256 samples of
 /// 784-128-64-10 holds 0.4 MB) and is the unit of its parallelism.
-pub const EVAL_BLOCK: usize = 256;
+pub(crate) const EVAL_BLOCK: usize = 256;
 
 /// Per-thread buffers of [`Mlp::evaluate`].
 #[derive(Debug, Default)]

@@ -10,9 +10,9 @@
 //!   power directions, with λ > 0 and optional clipping, validated at construction.
 //! - Per layer (§3): [`LayerCurvature`] (the eigenpairs of H_l and ‖ã‖²),
 //!   [`LayerBlock`] (the structured block B_l = (ã ãᵀ) ⊗ H_l: full spectrum, eigenvectors,
-//!   products, dense form), [`RankOneDirection`] and [`layerwise_direction`]; [`LayerSolver`] ([`LayerHessian`])
-//!   (the per-layer Newton factor f(‖ã‖² H_l) δ_l and eigenvalues without eigenvectors, for
-//!   the optimiser's hot path).
+//!   products, dense form), [`RankOneDirection`] and [`layerwise_direction`];
+//!   [`LayerSolver`] ([`LayerHessian`]): the per-layer Newton factor f(‖ã‖² H_l) δ_l and the
+//!   eigenvalues without eigenvectors, for the optimiser's hot path.
 //! - Whole network (§4): [`FullHessian`] (H = Kᵀ M K: sweeps, Gram matrix, exact
 //!   Hessian-vector products, push-through damped Newton, dense form) and [`FullSpectrum`]
 //!   (exact eigenvalues, eigenvectors, [`Inertia`], every spectral direction).
