@@ -14,7 +14,9 @@ use faer::{Mat, Par};
 use ndarray::{ArrayRef1, ArrayRef2};
 
 use crate::error::{HessianError, Result};
-use crate::linalg::{QlNoConvergence, Rotation, Rows, apply_rotations, tridiagonal_ql};
+use crate::linalg::{
+    QlNoConvergence, Rotation, Rows, apply_rotations, clean_simd_state, tridiagonal_ql,
+};
 use crate::spectral::SpectralFn;
 
 /// How [`LayerSolver::solve`] receives a layer's H_l (n × n).
@@ -376,6 +378,7 @@ impl TridiagonalSolver {
             MemStack::new(&mut self.mem),
             Default::default(),
         );
+        clean_simd_state();
         for i in 0..n {
             self.diag[i] = self.trid[(i, i)];
             self.sub[i] = if i + 1 < n { self.trid[(i + 1, i)] } else { 0.0 };
@@ -390,6 +393,7 @@ impl TridiagonalSolver {
                 par,
                 MemStack::new(&mut self.mem),
             );
+            clean_simd_state();
         }
         for i in 0..n {
             out[i] = self.y[(i, 0)];
@@ -415,6 +419,7 @@ impl TridiagonalSolver {
                 Par::Seq,
                 MemStack::new(&mut self.mem),
             );
+            clean_simd_state();
             for i in 0..n {
                 v[i] = self.y[(i, 0)];
             }
@@ -450,6 +455,7 @@ pub(crate) fn small_sym_eigen(
         MemStack::new(&mut solver.mem),
         Default::default(),
     );
+    clean_simd_state();
     for i in 0..n {
         solver.diag[i] = solver.trid[(i, i)];
         solver.sub[i] = if i + 1 < n { solver.trid[(i + 1, i)] } else { 0.0 };
@@ -475,6 +481,7 @@ pub(crate) fn small_sym_eigen(
             Par::Seq,
             MemStack::new(&mut mem),
         );
+        clean_simd_state();
     }
     order.clear();
     order.extend(0..n);

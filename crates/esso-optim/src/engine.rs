@@ -142,6 +142,7 @@ impl BatchEngine {
                 1.0,
                 Par::Seq,
             );
+            clean_simd_state();
             if l + 1 < n_layers {
                 let (z, a) = (&self.pre[l], &mut self.inputs[l + 1]);
                 for (a, &z) in a.iter_mut().zip(z) {
@@ -193,6 +194,7 @@ impl BatchEngine {
                 1.0,
                 Par::Seq,
             );
+            clean_simd_state();
             let (z, a) = (&self.pre[l], &self.inputs[l + 1]);
             for (((d, &back), &z), &a) in lower[l].iter_mut().zip(back.iter()).zip(z).zip(a) {
                 *d = back * act.derivatives(z, a).0;
@@ -266,6 +268,7 @@ impl BatchEngine {
                 alpha,
                 Par::Seq,
             );
+            clean_simd_state();
             let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
             bias.fill(0.0);
             for s in 0..b {
@@ -300,6 +303,7 @@ impl BatchEngine {
                 alpha,
                 Par::Seq,
             );
+            clean_simd_state();
             let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
             for row in factors[l].chunks_exact(n_out) {
                 for (p, &d) in bias.iter_mut().zip(row) {
@@ -346,6 +350,7 @@ impl BatchEngine {
                 alpha,
                 Par::Seq,
             );
+            clean_simd_state();
             let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
             for s in 0..b {
                 for (p, &d) in bias.iter_mut().zip(self.delta(l, s)) {
@@ -354,6 +359,21 @@ impl BatchEngine {
             }
         }
     }
+}
+
+/// Leaves the SIMD registers' upper halves clean after faer's AVX/AVX-512 kernels.
+///
+/// faer's GEMM micro-kernels return with dirty upper register state (no `vzeroupper`); every
+/// legacy-SSE instruction after that (this crate is built for baseline x86-64, and so is
+/// libm's `tanh`) then pays a state-transition penalty: `f64::tanh` measured 230 ns per call
+/// after a faer GEMM instead of 11–18 ns (2 vCPU Xeon, AVX-512). A faer reduction compiled
+/// with AVX ends with the `vzeroupper` the compiler inserts, which cleans the state without
+/// `unsafe`; it costs a few nanoseconds.
+#[inline]
+pub(crate) fn clean_simd_state() {
+    let zeros = [0.0f64; 8];
+    let norm = faer::ColRef::from_slice(std::hint::black_box(&zeros[..])).squared_norm_l2();
+    std::hint::black_box(norm);
 }
 
 /// W of a layer as a faer view (row-major).

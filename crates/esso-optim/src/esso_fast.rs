@@ -25,7 +25,9 @@ use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayRef2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use crate::engine::{BatchEngine, max_abs, params_in_place_safe, weight_ref, within_limit};
+use crate::engine::{
+    BatchEngine, clean_simd_state, max_abs, params_in_place_safe, weight_ref, within_limit,
+};
 
 /// Per-thread buffers for one sample's curvature.
 #[derive(Debug, Clone)]
@@ -149,6 +151,7 @@ fn sample_curvature(
                 1.0,
                 Par::Seq,
             );
+            clean_simd_state();
             for row in ws.g_next.chunks_exact_mut(n) {
                 for (v, &sl) in row.iter_mut().zip(&ws.slopes[..n]) {
                     *v *= sl;
@@ -172,6 +175,7 @@ fn sample_curvature(
                 1.0,
                 Par::Seq,
             );
+            clean_simd_state();
         } else {
             // H_l = B_lᵀ H_{l+1} B_l + diag(c_l), B_l = W_{l+1} diag(s_l).
             std::mem::swap(&mut ws.h, &mut ws.h_above);
@@ -185,6 +189,7 @@ fn sample_curvature(
                 1.0,
                 Par::Seq,
             );
+            clean_simd_state();
             ws.h.clear();
             ws.h.resize(n * n, 0.0);
             matmul(
@@ -195,6 +200,7 @@ fn sample_curvature(
                 1.0,
                 Par::Seq,
             );
+            clean_simd_state();
             for i in 0..n {
                 for j in 0..n {
                     ws.h[i * n + j] *= ws.slopes[i] * ws.slopes[j];
