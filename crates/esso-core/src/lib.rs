@@ -44,6 +44,7 @@ mod loss;
 mod mlp;
 mod params;
 pub mod portable;
+mod simd;
 
 pub use activation::{Activation, DEFAULT_LEAKY_SLOPE};
 pub use backward::{BackwardTrace, SecondOrderTrace};
@@ -54,3 +55,4 @@ pub use loss::{Loss, Target, Targets, log_sum_exp, softmax};
 pub use mlp::{Evaluation, ForwardTrace, Mlp, argmax};
 pub use params::{Dense, Params};
 pub use portable::{portable_ln, standard_normal, uniform01};
+pub use simd::clean_simd_state;

@@ -9,6 +9,7 @@ use crate::error::{CoreError, Result};
 use crate::init::Init;
 use crate::loss::{Loss, Targets};
 use crate::params::{Dense, Params};
+use crate::simd::clean_simd_state;
 
 /// A multilayer perceptron: L dense layers, one hidden activation, identity output.
 ///
@@ -395,21 +396,6 @@ impl Mlp {
 /// Samples per block of [`Mlp::evaluate`]: bounds its buffers (a block of 256 samples of
 /// 784-128-64-10 holds 0.4 MB) and is the unit of its parallelism.
 pub(crate) const EVAL_BLOCK: usize = 256;
-
-/// Leaves the SIMD registers' upper halves clean after faer's AVX/AVX-512 kernels.
-///
-/// faer's GEMM micro-kernels return with dirty upper register state (no `vzeroupper`); every
-/// legacy-SSE instruction after that (this crate is built for baseline x86-64, and so is
-/// libm's `tanh`) then pays a state-transition penalty: `f64::tanh` measured 230 ns per call
-/// after a faer GEMM instead of 11–18 ns (2 vCPU Xeon, AVX-512). A faer reduction compiled
-/// with AVX ends with the `vzeroupper` the compiler inserts, which cleans the state without
-/// `unsafe`; it costs a few nanoseconds.
-#[inline]
-pub(crate) fn clean_simd_state() {
-    let zeros = [0.0f64; 8];
-    let norm = faer::ColRef::from_slice(std::hint::black_box(&zeros[..])).squared_norm_l2();
-    std::hint::black_box(norm);
-}
 
 /// Per-thread buffers of [`Mlp::evaluate`].
 #[derive(Debug, Default)]

@@ -76,21 +76,6 @@ pub(crate) fn lu_solve(a: &ArrayRef2<f64>, b: &Array1<f64>) -> Option<Array1<f64
     x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
-/// Leaves the SIMD registers' upper halves clean after faer's AVX/AVX-512 kernels.
-///
-/// faer's GEMM micro-kernels return with dirty upper register state (no `vzeroupper`); every
-/// legacy-SSE instruction after that (this crate is built for baseline x86-64, and so is
-/// libm's `tanh`) then pays a state-transition penalty: `f64::tanh` measured 230 ns per call
-/// after a faer GEMM instead of 11–18 ns (2 vCPU Xeon, AVX-512). A faer reduction compiled
-/// with AVX ends with the `vzeroupper` the compiler inserts, which cleans the state without
-/// `unsafe`; it costs a few nanoseconds.
-#[inline]
-pub(crate) fn clean_simd_state() {
-    let zeros = [0.0f64; 8];
-    let norm = faer::ColRef::from_slice(std::hint::black_box(&zeros[..])).squared_norm_l2();
-    std::hint::black_box(norm);
-}
-
 /// The implicit QL iteration did not converge (an eigenvalue needed more than
 /// [`QL_MAX_ITERATIONS`] iterations; not observed for finite input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

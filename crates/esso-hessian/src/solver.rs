@@ -14,9 +14,9 @@ use faer::{Mat, Par};
 use ndarray::{ArrayRef1, ArrayRef2};
 
 use crate::error::{HessianError, Result};
-use crate::linalg::{
-    QlNoConvergence, Rotation, Rows, apply_rotations, clean_simd_state, tridiagonal_ql,
-};
+use esso_core::clean_simd_state;
+
+use crate::linalg::{QlNoConvergence, Rotation, Rows, apply_rotations, tridiagonal_ql};
 use crate::spectral::SpectralFn;
 
 /// How [`LayerSolver::solve`] receives a layer's H_l (n × n).

@@ -10,7 +10,7 @@
 //! ã = [a; 1]: it is never materialised on the fast paths; the weights are updated in place
 //! by one GEMM per layer, W ← W + α Δᵀ A.
 
-use esso_core::{CoreError, Dense, Loss, Mlp, Params, Targets};
+use esso_core::{CoreError, Dense, Loss, Mlp, Params, Targets, clean_simd_state};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, ColRef, MatMut, MatRef, Par};
 use ndarray::{ArrayRef2, ArrayView1, ArrayViewMut1};
@@ -359,21 +359,6 @@ impl BatchEngine {
             }
         }
     }
-}
-
-/// Leaves the SIMD registers' upper halves clean after faer's AVX/AVX-512 kernels.
-///
-/// faer's GEMM micro-kernels return with dirty upper register state (no `vzeroupper`); every
-/// legacy-SSE instruction after that (this crate is built for baseline x86-64, and so is
-/// libm's `tanh`) then pays a state-transition penalty: `f64::tanh` measured 230 ns per call
-/// after a faer GEMM instead of 11–18 ns (2 vCPU Xeon, AVX-512). A faer reduction compiled
-/// with AVX ends with the `vzeroupper` the compiler inserts, which cleans the state without
-/// `unsafe`; it costs a few nanoseconds.
-#[inline]
-pub(crate) fn clean_simd_state() {
-    let zeros = [0.0f64; 8];
-    let norm = faer::ColRef::from_slice(std::hint::black_box(&zeros[..])).squared_norm_l2();
-    std::hint::black_box(norm);
 }
 
 /// W of a layer as a faer view (row-major).

@@ -18,16 +18,14 @@
 //! network is touched, and the caller takes the general path, which reports the error.
 #![allow(clippy::needless_range_loop, clippy::type_complexity)] // index-heavy numeric kernels
 
-use esso_core::{Loss, Mlp, Targets};
+use esso_core::{Loss, Mlp, Targets, clean_simd_state};
 use esso_hessian::{Inertia, LayerHessian, LayerSolver, SpectralFn, ZERO_EIGENVALUE_RTOL};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayRef2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use crate::engine::{
-    BatchEngine, clean_simd_state, max_abs, params_in_place_safe, weight_ref, within_limit,
-};
+use crate::engine::{BatchEngine, max_abs, params_in_place_safe, weight_ref, within_limit};
 
 /// Per-thread buffers for one sample's curvature.
 #[derive(Debug, Clone)]
