@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::style::{
-    self, AXIS_SIZE, LINE_WIDTH, LegendEntry, PALETTE, PANEL_SIZE, PlotResult, TICK_SIZE, text,
+    self, LINE_WIDTH, LegendEntry, PALETTE, PANEL_SIZE, PlotResult, TICK_SIZE, text,
 };
 use super::{Figure, save};
 use crate::cost::{CostMethod, CostRow};
@@ -79,16 +79,9 @@ impl Figure for Cost {
                 style::log_axis(style::log_padded(y_lo, y_hi)),
             )
             .plot()?;
-        chart
-            .configure_mesh()
-            .x_desc("number of parameters N")
-            .y_desc("time per step (s)")
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
+        style::mesh(&mut chart, "number of parameters N", "time per step (s)")
             .x_label_formatter(&|v| style::log_axis_label(*v))
             .y_label_formatter(&|v| style::log_axis_label(*v))
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
             .draw()
             .plot()?;
         for (entry, points) in &self.lines {

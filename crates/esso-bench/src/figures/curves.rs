@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{
-    self, AXIS_SIZE, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, TICK_SIZE, text,
-};
+use super::style::{self, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, text};
 use super::{Band, Figure, RunGroup, mean_band, save};
 
 /// Figure 1 for one experiment: a 2 × 2 grid (training loss and test accuracy, against
@@ -133,15 +131,8 @@ impl Curves {
             let keys = style::log_key_points(y_range.start, y_range.end);
             let axis = style::KeyedAxis::new(y_range.start.log10()..y_range.end.log10(), keys);
             let mut chart = builder.build_cartesian_2d(x_range, axis).plot()?;
-            chart
-                .configure_mesh()
-                .x_desc(x_desc)
-                .y_desc(y_desc)
-                .axis_desc_style(text(AXIS_SIZE))
-                .label_style(text(TICK_SIZE))
+            style::mesh(&mut chart, x_desc, y_desc)
                 .y_label_formatter(&|v| style::log_label(10f64.powf(*v)))
-                .light_line_style(RGBColor(238, 238, 238))
-                .max_light_lines(3)
                 .draw()
                 .plot()?;
             for (c, points) in self.points(panel) {
@@ -150,16 +141,7 @@ impl Curves {
         } else {
             let y_range = style::padded(y_lo, y_hi.min(1.0).max(y_lo));
             let mut chart = builder.build_cartesian_2d(x_range, y_range).plot()?;
-            chart
-                .configure_mesh()
-                .x_desc(x_desc)
-                .y_desc(y_desc)
-                .axis_desc_style(text(AXIS_SIZE))
-                .label_style(text(TICK_SIZE))
-                .light_line_style(RGBColor(238, 238, 238))
-                .max_light_lines(3)
-                .draw()
-                .plot()?;
+            style::mesh(&mut chart, x_desc, y_desc).draw().plot()?;
             for (c, points) in self.points(panel) {
                 draw_band(&mut chart, c, points, |v| v)?;
             }

@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{
-    self, AXIS_SIZE, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, TICK_SIZE, text,
-};
+use super::style::{self, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, text};
 use super::{Figure, RunGroup, save};
 use crate::analysis::SpectrumResult;
 
@@ -149,15 +147,8 @@ fn draw_panel<DB: DrawingBackend>(
         .y_label_area_size(92)
         .build_cartesian_2d(x_range.clone(), style::log_axis(y_range))
         .plot()?;
-    chart
-        .configure_mesh()
-        .x_desc("eigenvalue of the mean Hessian")
-        .y_desc("spectral density (log)")
-        .axis_desc_style(text(AXIS_SIZE))
-        .label_style(text(TICK_SIZE))
+    style::mesh(&mut chart, "eigenvalue of the mean Hessian", "spectral density (log)")
         .y_label_formatter(&|v| style::log_axis_label(*v))
-        .light_line_style(RGBColor(238, 238, 238))
-        .max_light_lines(3)
         .draw()
         .plot()?;
     let ly = |v: f64| v.max(floor).log10();

@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{
-    self, AXIS_SIZE, LegendEntry, PALETTE, PANEL_SIZE, PlotResult, TICK_SIZE, symlog, text,
-};
+use super::style::{self, AXIS_SIZE, LegendEntry, PALETTE, PANEL_SIZE, PlotResult, symlog, text};
 use super::{Figure, save};
 use crate::exactness::ExactnessRow;
 
@@ -120,17 +118,15 @@ impl Figure for Exactness {
                 style::KeyedAxis::new(lo..hi, keys.clone()),
             )
             .plot()?;
-        left.configure_mesh()
-            .x_desc("dense eigenvalue (finite differences + faer, symlog)")
-            .y_desc("closed-form eigenvalue (symlog)")
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
-            .x_label_formatter(&|s| style::symlog_label(*s))
-            .y_label_formatter(&|s| style::symlog_label(*s))
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
-            .draw()
-            .plot()?;
+        style::mesh(
+            &mut left,
+            "dense eigenvalue (finite differences + faer, symlog)",
+            "closed-form eigenvalue (symlog)",
+        )
+        .x_label_formatter(&|s| style::symlog_label(*s))
+        .y_label_formatter(&|s| style::symlog_label(*s))
+        .draw()
+        .plot()?;
         left.draw_series(LineSeries::new(
             [(lo, lo), (hi, hi)],
             RGBColor(160, 160, 160).stroke_width(2),
@@ -154,16 +150,9 @@ impl Figure for Exactness {
             .y_label_area_size(90)
             .build_cartesian_2d(style::KeyedAxis::new(lo..hi, keys), style::log_axis(e_range))
             .plot()?;
-        right
-            .configure_mesh()
-            .x_desc("dense eigenvalue (symlog)")
-            .y_desc("relative error")
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
+        style::mesh(&mut right, "dense eigenvalue (symlog)", "relative error")
             .x_label_formatter(&|s| style::symlog_label(*s))
             .y_label_formatter(&|v| style::log_axis_label(*v))
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
             .draw()
             .plot()?;
         for (entry, points) in &self.sets {

@@ -164,15 +164,8 @@ fn draw_1d_panel<DB: DrawingBackend>(
         let y_range = style::log_padded(y_lo, y_hi);
         let floor = y_range.start;
         let mut chart = builder.build_cartesian_2d(x_range, style::log_axis(y_range)).plot()?;
-        chart
-            .configure_mesh()
-            .x_desc("interpolation coefficient α")
-            .y_desc("mean loss (log)")
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
+        style::mesh(&mut chart, "interpolation coefficient α", "mean loss (log)")
             .y_label_formatter(&|v| style::log_axis_label(*v))
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
             .draw()
             .plot()?;
         for line in lines {
@@ -183,16 +176,13 @@ fn draw_1d_panel<DB: DrawingBackend>(
             style::finite_range(all.iter().flat_map(|p| [p.2, p.3])).unwrap_or((0.0, 1.0));
         let y_hi = if is_loss { y_hi } else { y_hi.min(1.0) };
         let mut chart = builder.build_cartesian_2d(x_range, style::padded(y_lo, y_hi)).plot()?;
-        chart
-            .configure_mesh()
-            .x_desc("interpolation coefficient α")
-            .y_desc(if is_loss { "mean loss" } else { "accuracy" })
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
-            .draw()
-            .plot()?;
+        style::mesh(
+            &mut chart,
+            "interpolation coefficient α",
+            if is_loss { "mean loss" } else { "accuracy" },
+        )
+        .draw()
+        .plot()?;
         for line in lines {
             draw_line(&mut chart, line, |v| v)?;
         }

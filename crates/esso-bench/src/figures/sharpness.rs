@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{self, AXIS_SIZE, LegendEntry, PANEL_SIZE, PlotResult, TICK_SIZE, text};
+use super::style::{self, LegendEntry, PANEL_SIZE, PlotResult, text};
 use super::{Figure, RunGroup, save};
 use crate::analysis::SharpnessResult;
 
@@ -150,17 +150,10 @@ impl SharpnessFigure {
             .y_label_area_size(92)
             .build_cartesian_2d(x_axis, y_range)
             .plot()?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc("generalisation gap (test − train loss)")
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
+        style::mesh(&mut chart, &x_desc, "generalisation gap (test − train loss)")
             .x_label_formatter(&|v| {
                 if log_x { style::log_axis_label(*v) } else { style::short_number(round3(*v)) }
             })
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
             .draw()
             .plot()?;
         let to_x = |v: f64| if log_x { v.log10() } else { v };

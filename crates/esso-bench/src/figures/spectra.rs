@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{
-    self, AXIS_SIZE, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, TICK_SIZE, symlog, text,
-};
+use super::style::{self, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, symlog, text};
 use super::{Band, Figure, Run, RunGroup, mean_band, save};
 
 /// A legend entry and its mean curve with band.
@@ -138,17 +136,14 @@ impl Figure for Histograms {
                 .y_label_area_size(82)
                 .build_cartesian_2d(style::KeyedAxis::new(lo..hi, keys), 0.0..y_hi)
                 .plot()?;
-            chart
-                .configure_mesh()
-                .x_desc("exact eigenvalue e (symlog axis)")
-                .y_desc("fraction of eigenvalues per bin")
-                .axis_desc_style(text(AXIS_SIZE))
-                .label_style(text(TICK_SIZE))
-                .x_label_formatter(&|s| style::symlog_label(*s))
-                .light_line_style(RGBColor(238, 238, 238))
-                .max_light_lines(3)
-                .draw()
-                .plot()?;
+            style::mesh(
+                &mut chart,
+                "exact eigenvalue e (symlog axis)",
+                "fraction of eigenvalues per bin",
+            )
+            .x_label_formatter(&|s| style::symlog_label(*s))
+            .draw()
+            .plot()?;
             for ((entry, _), hist) in lines.iter().zip(&hists) {
                 let mut steps = Vec::with_capacity(2 * N_BINS + 2);
                 steps.push((lo, 0.0));
@@ -254,16 +249,7 @@ impl Figure for NegativeFraction {
                 .y_label_area_size(82)
                 .build_cartesian_2d(0.0..x_hi * 1.02, 0.0..(y_hi * 1.1).min(1.0))
                 .plot()?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc("fraction of negative eigenvalues")
-                .axis_desc_style(text(AXIS_SIZE))
-                .label_style(text(TICK_SIZE))
-                .light_line_style(RGBColor(238, 238, 238))
-                .max_light_lines(3)
-                .draw()
-                .plot()?;
+            style::mesh(&mut chart, "epoch", "fraction of negative eigenvalues").draw().plot()?;
             for (entry, points) in lines {
                 if points.is_empty() {
                     continue;

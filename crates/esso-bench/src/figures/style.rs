@@ -1,7 +1,9 @@
 //! Shared look of the figures: fonts, colours, titles, legends, tick labels.
 
 use anyhow::{Result, anyhow, bail};
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -402,6 +404,28 @@ impl Ranged for KeyedAxis {
     fn range(&self) -> std::ops::Range<f64> {
         self.lo..self.hi
     }
+}
+
+/// The project's mesh for a 2D chart: axis descriptions, the text sizes of every figure and
+/// light grid lines. Callers add label formatters (or other settings) and call `draw()`.
+pub(crate) fn mesh<'a, 'b, X, Y, XT, YT, DB>(
+    chart: &'b mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+) -> MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: Ranged<ValueType = XT> + ValueFormatter<XT>,
+    Y: Ranged<ValueType = YT> + ValueFormatter<YT>,
+    DB: DrawingBackend,
+{
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style(text(AXIS_SIZE))
+        .label_style(text(TICK_SIZE))
+        .light_line_style(RGBColor(238, 238, 238))
+        .max_light_lines(3);
+    mesh
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ use esso_optim::OptimizerConfig;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::style::{
-    self, AXIS_SIZE, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, TICK_SIZE, text,
-};
+use super::style::{self, LINE_WIDTH, LegendEntry, PANEL_SIZE, PlotResult, text};
 use super::{Band, Figure, RunGroup, mean_band, save};
 
 /// The largest curvature a quadratic can have for the optimiser's iteration on it to stay
@@ -132,15 +130,8 @@ impl Figure for TopEigenvalue {
             .y_label_area_size(92)
             .build_cartesian_2d(0.0..x_hi * 1.02, style::log_axis(y_range))
             .plot()?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("λ_max (log)")
-            .axis_desc_style(text(AXIS_SIZE))
-            .label_style(text(TICK_SIZE))
+        style::mesh(&mut chart, "epoch", "λ_max (log)")
             .y_label_formatter(&|v| style::log_axis_label(*v))
-            .light_line_style(RGBColor(238, 238, 238))
-            .max_light_lines(3)
             .draw()
             .plot()?;
         let ly = |v: f64| v.max(floor).log10();
