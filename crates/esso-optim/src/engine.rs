@@ -254,32 +254,7 @@ impl BatchEngine {
 
     /// `out ← scale · (1/B) Σ_s δ_s ã_sᵀ` for every layer (the mean gradient, materialised).
     pub(crate) fn gradient_into(&self, scale: f64, out: &mut Params) {
-        let b = self.n_samples;
-        let alpha = scale / b as f64;
-        for (l, layer) in out.layers_mut().iter_mut().enumerate() {
-            let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
-            let (mut w, mut bias) = layer.weight_and_bias_mut();
-            let w = w.as_slice_mut().expect("weights are kept in standard layout");
-            matmul(
-                MatMut::from_row_major_slice_mut(w, n_out, n_in),
-                Accum::Replace,
-                MatRef::from_row_major_slice(&self.deltas[l], b, n_out).transpose(),
-                MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
-                alpha,
-                Par::Seq,
-            );
-            clean_simd_state();
-            let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
-            bias.fill(0.0);
-            for s in 0..b {
-                for (g, &d) in bias.iter_mut().zip(self.delta(l, s)) {
-                    *g += d;
-                }
-            }
-            for g in bias.iter_mut() {
-                *g *= alpha;
-            }
-        }
+        self.accumulate_outer(scale / self.n_samples as f64, Accum::Replace, out);
     }
 
     /// In place, `W_l ← W_l + α Σ_s f_{s,l} a_sᵀ`, `b_l ← b_l + α Σ_s f_{s,l}` for left
@@ -337,6 +312,12 @@ impl BatchEngine {
     /// In place, `W_l ← W_l + α Σ_s δ_s a_sᵀ`, `b_l ← b_l + α Σ_s δ_s` for every layer: the
     /// plain SGD step with α = −η/B.
     pub(crate) fn add_scaled_gradient_to(&self, alpha: f64, params: &mut Params) {
+        self.accumulate_outer(alpha, Accum::Add, params);
+    }
+
+    /// `W_l ← β W_l + α Σ_s δ_s a_sᵀ` and `b_l ← β b_l + α Σ_s δ_s` for every layer, with
+    /// β = 0 (`Accum::Replace`) or 1 (`Accum::Add`).
+    fn accumulate_outer(&self, alpha: f64, accum: Accum, params: &mut Params) {
         let b = self.n_samples;
         for (l, layer) in params.layers_mut().iter_mut().enumerate() {
             let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
@@ -344,7 +325,7 @@ impl BatchEngine {
             let w = w.as_slice_mut().expect("weights are kept in standard layout");
             matmul(
                 MatMut::from_row_major_slice_mut(w, n_out, n_in),
-                Accum::Add,
+                accum,
                 MatRef::from_row_major_slice(&self.deltas[l], b, n_out).transpose(),
                 MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
                 alpha,
@@ -352,6 +333,9 @@ impl BatchEngine {
             );
             clean_simd_state();
             let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
+            if matches!(accum, Accum::Replace) {
+                bias.fill(0.0);
+            }
             for s in 0..b {
                 for (p, &d) in bias.iter_mut().zip(self.delta(l, s)) {
                     *p += alpha * d;
