@@ -23,11 +23,10 @@ use esso_core::{CoreError, Loss, Mlp, Targets};
 use ndarray::{Array1, Array2, Array3, ArrayRef2, ArrayView1, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
-use crate::GRAM_RANK_RTOL;
 use crate::error::{HessianError, Result};
-use crate::full::FullHessian;
+use crate::full::{FullHessian, factor_gram};
 use crate::inertia::{Inertia, ZERO_EIGENVALUE_RTOL};
-use crate::linalg::{cholesky_lower, solve_lower, sym_eigen};
+use crate::linalg::sym_eigen;
 
 /// A real symmetric linear operator A: ℝⁿ → ℝⁿ known through its products.
 ///
@@ -499,7 +498,7 @@ impl<'a> BatchHessian<'a> {
             });
         }
         let (gram, middle) = self.stacked_gram_and_middle()?;
-        let factor = factor_gram(&gram, &middle)?;
+        let factor = factor_gram(&gram, &middle, false, "the stacked Gram matrix")?;
         let (values, vectors) = sym_eigen(&factor.s_matrix, with_vectors).map_err(|_| {
             HessianError::EigenNoConvergence {
                 what: "the whitened stacked middle matrix",
@@ -958,62 +957,4 @@ impl BatchSpectrum {
     pub fn eigenvectors(&self) -> Option<ArrayView2<'_, f64>> {
         self.vectors.as_ref().map(|v| v.view())
     }
-}
-
-/// The factored, equilibrated Gram matrix of a stacked factorisation.
-struct StackedFactor {
-    /// Rows with 𝒢_ii > 0.
-    active: Vec<usize>,
-    /// W (r × m_a) with W 𝒢_a Wᵀ = I.
-    whitener: Array2<f64>,
-    /// S = Fᵀ ℳ′ F, r × r.
-    s_matrix: Array2<f64>,
-}
-
-/// Equilibrates 𝒢 on its non-zero rows, factors it (Cholesky with the pivot-ratio check of
-/// [`GRAM_RANK_RTOL`], else the pseudo-inverse square root) and forms S (the same
-/// construction as [`FullHessian`]).
-fn factor_gram(gram: &Array2<f64>, middle: &Array2<f64>) -> Result<StackedFactor> {
-    let active: Vec<usize> = (0..gram.nrows()).filter(|&i| gram[[i, i]] > 0.0).collect();
-    let ma = active.len();
-    let sqrt_diag: Array1<f64> = active.iter().map(|&i| gram[[i, i]].sqrt()).collect();
-    let inv_sqrt_diag = sqrt_diag.mapv(f64::recip);
-    let g_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
-        gram[[active[a], active[b]]] * inv_sqrt_diag[a] * inv_sqrt_diag[b]
-    });
-    let m_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
-        middle[[active[a], active[b]]] * sqrt_diag[a] * sqrt_diag[b]
-    });
-    let cholesky = cholesky_lower(&g_eq).filter(|l| {
-        let pivots = l.diag();
-        let max = pivots.iter().copied().fold(0.0f64, f64::max);
-        let min = pivots.iter().copied().fold(f64::INFINITY, f64::min);
-        (min / max).powi(2) >= GRAM_RANK_RTOL
-    });
-    let (coloring, whitener) = match cholesky {
-        Some(l) => {
-            let whitener = solve_lower(&l, &Array2::from_diag(&inv_sqrt_diag));
-            (l, whitener)
-        }
-        None => {
-            let (values, q) =
-                sym_eigen(&g_eq, true).map_err(|_| HessianError::EigenNoConvergence {
-                    what: "the stacked Gram matrix",
-                    layer_idx: None,
-                })?;
-            let q = q.expect("eigenvectors were requested");
-            let max = values.iter().copied().fold(0.0f64, f64::max);
-            let kept: Vec<usize> = (0..ma).filter(|&j| values[j] > GRAM_RANK_RTOL * max).collect();
-            let coloring = Array2::from_shape_fn((ma, kept.len()), |(i, k)| {
-                q[[i, kept[k]]] * values[kept[k]].sqrt()
-            });
-            let whitener = Array2::from_shape_fn((kept.len(), ma), |(k, i)| {
-                q[[i, kept[k]]] / values[kept[k]].sqrt() * inv_sqrt_diag[i]
-            });
-            (coloring, whitener)
-        }
-    };
-    let s = coloring.t().dot(&m_eq).dot(&coloring);
-    let s_matrix = (&s + &s.t()) * 0.5;
-    Ok(StackedFactor { active, whitener, s_matrix })
 }

@@ -470,58 +470,69 @@ impl<'a> FullHessian<'a> {
     }
 
     fn factor_with(&self, force_pseudo_inverse: bool) -> Result<GramFactor> {
-        let active: Vec<usize> =
-            (0..self.n_rows_k()).filter(|&i| self.gram[[i, i]] > 0.0).collect();
-        let ma = active.len();
-        let sqrt_diag: Array1<f64> = active.iter().map(|&i| self.gram[[i, i]].sqrt()).collect();
-        let inv_sqrt_diag = sqrt_diag.mapv(f64::recip);
-        let g_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
-            self.gram[[active[a], active[b]]] * inv_sqrt_diag[a] * inv_sqrt_diag[b]
-        });
-        let m_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
-            self.middle[[active[a], active[b]]] * sqrt_diag[a] * sqrt_diag[b]
-        });
-        let cholesky = cholesky_lower(&g_eq).filter(|l| {
-            if force_pseudo_inverse {
-                return false;
-            }
-            let pivots = l.diag();
-            let max = pivots.iter().copied().fold(0.0f64, f64::max);
-            let min = pivots.iter().copied().fold(f64::INFINITY, f64::min);
-            (min / max).powi(2) >= GRAM_RANK_RTOL
-        });
-        let (coloring, whitener) = match cholesky {
-            Some(l) => {
-                let whitener = solve_lower(&l, &Array2::from_diag(&inv_sqrt_diag));
-                (l, whitener)
-            }
-            None => {
-                let (values, q) = sym_eigen(&g_eq, true).map_err(|_| {
-                    HessianError::EigenNoConvergence { what: "the Gram matrix", layer_idx: None }
-                })?;
-                let q = q.expect("eigenvectors were requested");
-                let max = values.iter().copied().fold(0.0f64, f64::max);
-                let kept: Vec<usize> =
-                    (0..ma).filter(|&j| values[j] > GRAM_RANK_RTOL * max).collect();
-                let coloring = Array2::from_shape_fn((ma, kept.len()), |(i, k)| {
-                    q[[i, kept[k]]] * values[kept[k]].sqrt()
-                });
-                let whitener = Array2::from_shape_fn((kept.len(), ma), |(k, i)| {
-                    q[[i, kept[k]]] / values[kept[k]].sqrt() * inv_sqrt_diag[i]
-                });
-                (coloring, whitener)
-            }
-        };
-        let s = coloring.t().dot(&m_eq).dot(&coloring);
-        let s_matrix = (&s + &s.t()) * 0.5;
-        Ok(GramFactor { active, inv_sqrt_diag, g_eq, m_eq, whitener, s_matrix })
+        factor_gram(&self.gram, &self.middle, force_pseudo_inverse, "the Gram matrix")
     }
 }
 
+/// Equilibrates a Gram matrix G on its non-zero rows, factors it (Cholesky with the
+/// pivot-ratio check of [`GRAM_RANK_RTOL`], else — or when `force_pseudo_inverse` — the
+/// pseudo-inverse square root), and forms the whitened middle matrix S. Shared by
+/// [`FullHessian`] (one sample) and the stacked factorisation of a mini-batch
+/// ([`crate::BatchHessian::exact_spectrum`]); `what` names G in errors.
+pub(crate) fn factor_gram(
+    gram: &Array2<f64>,
+    middle: &Array2<f64>,
+    force_pseudo_inverse: bool,
+    what: &'static str,
+) -> Result<GramFactor> {
+    let active: Vec<usize> = (0..gram.nrows()).filter(|&i| gram[[i, i]] > 0.0).collect();
+    let ma = active.len();
+    let sqrt_diag: Array1<f64> = active.iter().map(|&i| gram[[i, i]].sqrt()).collect();
+    let inv_sqrt_diag = sqrt_diag.mapv(f64::recip);
+    let g_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
+        gram[[active[a], active[b]]] * inv_sqrt_diag[a] * inv_sqrt_diag[b]
+    });
+    let m_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
+        middle[[active[a], active[b]]] * sqrt_diag[a] * sqrt_diag[b]
+    });
+    let cholesky = cholesky_lower(&g_eq).filter(|l| {
+        if force_pseudo_inverse {
+            return false;
+        }
+        let pivots = l.diag();
+        let max = pivots.iter().copied().fold(0.0f64, f64::max);
+        let min = pivots.iter().copied().fold(f64::INFINITY, f64::min);
+        (min / max).powi(2) >= GRAM_RANK_RTOL
+    });
+    let (coloring, whitener) = match cholesky {
+        Some(l) => {
+            let whitener = solve_lower(&l, &Array2::from_diag(&inv_sqrt_diag));
+            (l, whitener)
+        }
+        None => {
+            let (values, q) = sym_eigen(&g_eq, true)
+                .map_err(|_| HessianError::EigenNoConvergence { what, layer_idx: None })?;
+            let q = q.expect("eigenvectors were requested");
+            let max = values.iter().copied().fold(0.0f64, f64::max);
+            let kept: Vec<usize> = (0..ma).filter(|&j| values[j] > GRAM_RANK_RTOL * max).collect();
+            let coloring = Array2::from_shape_fn((ma, kept.len()), |(i, k)| {
+                q[[i, kept[k]]] * values[kept[k]].sqrt()
+            });
+            let whitener = Array2::from_shape_fn((kept.len(), ma), |(k, i)| {
+                q[[i, kept[k]]] / values[kept[k]].sqrt() * inv_sqrt_diag[i]
+            });
+            (coloring, whitener)
+        }
+    };
+    let s = coloring.t().dot(&m_eq).dot(&coloring);
+    let s_matrix = (&s + &s.t()) * 0.5;
+    Ok(GramFactor { active, inv_sqrt_diag, g_eq, m_eq, whitener, s_matrix })
+}
+
 /// The factored, equilibrated Gram matrix: everything the spectrum and the push-through need.
-struct GramFactor {
+pub(crate) struct GramFactor {
     /// K-space rows with G_ii > 0.
-    active: Vec<usize>,
+    pub(crate) active: Vec<usize>,
     /// D = G_ii^{−1/2} on the active rows.
     inv_sqrt_diag: Array1<f64>,
     /// G′ = D G D (active rows).
@@ -529,9 +540,9 @@ struct GramFactor {
     /// M′ = D⁻¹ M D⁻¹ (active rows).
     m_eq: Array2<f64>,
     /// W (r × m_a) with W G_a Wᵀ = I: Zᵀ v = W (K v)_active, Z orthonormal.
-    whitener: Array2<f64>,
+    pub(crate) whitener: Array2<f64>,
     /// S = Fᵀ M′ F, r × r, symmetric.
-    s_matrix: Array2<f64>,
+    pub(crate) s_matrix: Array2<f64>,
 }
 
 /// The exact eigendecomposition of a [`FullHessian`] in implicit form: the r eigenvalues on
