@@ -68,7 +68,7 @@ enum Task {
         results_dir: PathBuf,
     },
     /// esso against the same SGD and per-layer ESSO steps in JAX (benches/peers/): creates a
-    /// venv under target/peers/venv with jax[cpu] from PyPI, runs both, prints them side by side.
+    /// venv under target/peers/venv with `jax[cpu]` from PyPI, runs both, prints them side by side.
     Peers(peers::PeersArgs),
 }
 
