@@ -15,9 +15,9 @@ use esso_bench::results::{AttrValue, RunRecord, read_analysis};
 use esso_bench::runner::{RunOptions, RunOutcome, run_one};
 use esso_core::{Loss, Mlp, Targets};
 use esso_hessian::landscape::{self, DirectionOptions};
-use esso_hessian::reference::{FD_STEP, dense_eigenvalues};
+use esso_hessian::reference::{FD_STEP, dense_eigenvalues, finite_difference_mean_hessian};
 use esso_hessian::sharpness::{self, EpsSharpnessOptions, RhoSharpnessOptions};
-use ndarray::{Array1, Array2, ArrayRef2};
+use ndarray::{Array2, ArrayRef2};
 
 /// Dense finite-difference Hessians of nets this small agree with the exact quantities to
 /// ≈ 6e-13 of the spectral norm (measured; fourth-order stencil, h = 1e-3): 1e-10 leaves a
@@ -89,31 +89,14 @@ fn finished_runs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The dense Hessian of the mean loss by fourth-order central differences of the batched
-/// analytic gradient (`Mlp::mean_gradient`), symmetrised: independent of the K, M
-/// factorisation behind every exact quantity of esso-hessian.
+/// analytic gradient: independent of the K, M factorisation behind every exact quantity.
 fn fd_mean_hessian(
     mlp: &Mlp,
     loss: Loss,
     xs: &ArrayRef2<f64>,
     targets: Targets<'_>,
 ) -> Array2<f64> {
-    let n = mlp.n_params();
-    let theta = mlp.params().to_flat();
-    let mut shifted = mlp.clone();
-    let mut flat = theta.to_vec();
-    let mut dense = Array2::zeros((n, n));
-    for j in 0..n {
-        let mut column = Array1::zeros(n);
-        for (offset, weight) in [(2.0, -1.0), (1.0, 8.0), (-1.0, -8.0), (-2.0, 1.0)] {
-            flat[j] = theta[j] + offset * FD_STEP;
-            shifted.params_mut().copy_from_flat(&flat).unwrap();
-            let (_, g) = shifted.mean_gradient(xs, targets, loss).unwrap();
-            column.scaled_add(weight, &g.to_flat());
-        }
-        flat[j] = theta[j];
-        dense.column_mut(j).assign(&(column / (12.0 * FD_STEP)));
-    }
-    (&dense + &dense.t()) * 0.5
+    finite_difference_mean_hessian(mlp, loss, xs, targets, FD_STEP).unwrap()
 }
 
 fn assert_close(got: f64, want: f64, scale: f64, rtol: f64, what: &str) {

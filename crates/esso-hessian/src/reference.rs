@@ -5,7 +5,7 @@
 //! ([`esso_core::BackwardTrace`]). Everything else is a plain dense eigendecomposition.
 //! All of it is O(N²) memory and O(N³) time: small networks only.
 
-use esso_core::{BackwardTrace, Loss, Mlp, Target};
+use esso_core::{BackwardTrace, Loss, Mlp, Target, Targets};
 use ndarray::{Array1, Array2, ArrayRef1, ArrayRef2};
 
 use crate::error::{HessianError, Result};
@@ -57,6 +57,33 @@ pub fn finite_difference_hessian(
     target: Target<'_>,
     step: f64,
 ) -> Result<Array2<f64>> {
+    fd_hessian_of(mlp, step, |shifted| flat_gradient(shifted, x, loss, target))
+}
+
+/// The dense N × N Hessian of the *mean* loss over a batch (one row of `xs` per sample) by
+/// the same fourth-order stencil, applied to the batched analytic gradient
+/// ([`Mlp::mean_gradient`]), symmetrised: the oracle for mini-batch quantities
+/// ([`crate::BatchHessian`], `esso analyze`), independent of the K, M factorisation.
+///
+/// # Errors
+/// As [`finite_difference_hessian`].
+pub fn finite_difference_mean_hessian(
+    mlp: &Mlp,
+    loss: Loss,
+    xs: &ArrayRef2<f64>,
+    targets: Targets<'_>,
+    step: f64,
+) -> Result<Array2<f64>> {
+    fd_hessian_of(mlp, step, |shifted| Ok(shifted.mean_gradient(xs, targets, loss)?.1.to_flat()))
+}
+
+/// The symmetrised fourth-order central-difference Jacobian of `gradient` at θ = `mlp`'s
+/// parameters.
+fn fd_hessian_of(
+    mlp: &Mlp,
+    step: f64,
+    gradient: impl Fn(&Mlp) -> Result<Array1<f64>>,
+) -> Result<Array2<f64>> {
     if !step.is_finite() || step <= 0.0 {
         return Err(HessianError::InvalidParameter {
             name: "step",
@@ -74,7 +101,7 @@ pub fn finite_difference_hessian(
         for (offset, weight) in [(2.0, -1.0), (1.0, 8.0), (-1.0, -8.0), (-2.0, 1.0)] {
             flat[j] = theta[j] + offset * step;
             shifted.params_mut().copy_from_flat(&flat)?;
-            column.scaled_add(weight, &flat_gradient(&shifted, x, loss, target)?);
+            column.scaled_add(weight, &gradient(&shifted)?);
         }
         flat[j] = theta[j];
         dense.column_mut(j).assign(&(column / (12.0 * step)));

@@ -5,7 +5,7 @@
 
 use esso_core::{Activation, Init, Loss, Mlp, SecondOrderTrace, Target, Targets};
 use esso_hessian::FullHessian;
-use esso_hessian::reference::{FD_STEP, finite_difference_hessian};
+use esso_hessian::reference::{FD_STEP, finite_difference_mean_hessian};
 use ndarray::{Array1, Array2, ArrayRef2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -52,21 +52,10 @@ impl Batch {
         sum / self.n_samples() as f64
     }
 
-    /// (1/B) Σ_i finite-difference Hessian: the independent oracle.
+    /// The finite-difference Hessian of the mean loss: the independent oracle.
     pub fn dense_fd(&self) -> Array2<f64> {
-        let n = self.mlp.n_params();
-        let mut sum = Array2::zeros((n, n));
-        for i in 0..self.n_samples() {
-            sum += &finite_difference_hessian(
-                &self.mlp,
-                &self.xs.row(i),
-                self.loss,
-                self.target(i),
-                FD_STEP,
-            )
-            .unwrap();
-        }
-        sum / self.n_samples() as f64
+        finite_difference_mean_hessian(&self.mlp, self.loss, &self.xs, self.targets(), FD_STEP)
+            .unwrap()
     }
 }
 
