@@ -66,6 +66,20 @@ pub struct RunOptions {
     pub bars: Option<indicatif::MultiProgress>,
 }
 
+impl RunOptions {
+    /// Fresh runs (no resume, no early stop) that print nothing, with datasets cached in
+    /// `data_cache`: what library users and tests usually want.
+    pub fn quiet(data_cache: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            data_cache: data_cache.into(),
+            resume: false,
+            stop_after_epochs: None,
+            verbose: false,
+            bars: None,
+        }
+    }
+}
+
 /// How one run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {

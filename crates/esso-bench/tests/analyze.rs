@@ -61,13 +61,7 @@ optimizer = [
 }
 
 fn options(dir: &Path) -> RunOptions {
-    RunOptions {
-        data_cache: dir.join("cache"),
-        resume: false,
-        stop_after_epochs: None,
-        verbose: false,
-        bars: None,
-    }
+    RunOptions::quiet(dir.join("cache"))
 }
 
 fn experiment(dir: &Path, overrides: &[&str]) -> Experiment {

@@ -45,13 +45,7 @@ momentum = 0.9
 }
 
 fn options(dir: &Path) -> RunOptions {
-    RunOptions {
-        data_cache: dir.join("cache"),
-        resume: false,
-        stop_after_epochs: None,
-        verbose: false,
-        bars: None,
-    }
+    RunOptions::quiet(dir.join("cache"))
 }
 
 fn experiment(dir: &Path, overrides: &[&str]) -> Experiment {
