@@ -254,7 +254,7 @@ impl BatchEngine {
 
     /// `out ← scale · (1/B) Σ_s δ_s ã_sᵀ` for every layer (the mean gradient, materialised).
     pub(crate) fn gradient_into(&self, scale: f64, out: &mut Params) {
-        self.accumulate_outer(scale / self.n_samples as f64, Accum::Replace, out);
+        self.accumulate_outer(scale / self.n_samples as f64, Accum::Replace, &self.deltas, out);
     }
 
     /// In place, `W_l ← W_l + α Σ_s f_{s,l} a_sᵀ`, `b_l ← b_l + α Σ_s f_{s,l}` for left
@@ -265,27 +265,7 @@ impl BatchEngine {
         factors: &[Vec<f64>],
         params: &mut Params,
     ) {
-        let b = self.n_samples;
-        for (l, layer) in params.layers_mut().iter_mut().enumerate() {
-            let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
-            let (mut w, mut bias) = layer.weight_and_bias_mut();
-            let w = w.as_slice_mut().expect("weights are kept in standard layout");
-            matmul(
-                MatMut::from_row_major_slice_mut(w, n_out, n_in),
-                Accum::Add,
-                MatRef::from_row_major_slice(&factors[l], b, n_out).transpose(),
-                MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
-                alpha,
-                Par::Seq,
-            );
-            clean_simd_state();
-            let bias = bias.as_slice_mut().expect("a 1-D owned array is contiguous");
-            for row in factors[l].chunks_exact(n_out) {
-                for (p, &d) in bias.iter_mut().zip(row) {
-                    *p += alpha * d;
-                }
-            }
-        }
+        self.accumulate_outer(alpha, Accum::Add, factors, params);
     }
 
     /// Σ_{s,t} (x_s·y_t)(ã_s·ã_t) for per-sample left factors x, y of layer l (B × n_l):
@@ -312,12 +292,19 @@ impl BatchEngine {
     /// In place, `W_l ← W_l + α Σ_s δ_s a_sᵀ`, `b_l ← b_l + α Σ_s δ_s` for every layer: the
     /// plain SGD step with α = −η/B.
     pub(crate) fn add_scaled_gradient_to(&self, alpha: f64, params: &mut Params) {
-        self.accumulate_outer(alpha, Accum::Add, params);
+        self.accumulate_outer(alpha, Accum::Add, &self.deltas, params);
     }
 
-    /// `W_l ← β W_l + α Σ_s δ_s a_sᵀ` and `b_l ← β b_l + α Σ_s δ_s` for every layer, with
-    /// β = 0 (`Accum::Replace`) or 1 (`Accum::Add`).
-    fn accumulate_outer(&self, alpha: f64, accum: Accum, params: &mut Params) {
+    /// `W_l ← β W_l + α Σ_s f_{s,l} ã_sᵀ` and `b_l ← β b_l + α Σ_s f_{s,l}` for every layer,
+    /// with β = 0 (`Accum::Replace`) or 1 (`Accum::Add`) and left factors `factors[l]`
+    /// (B × n_l, row per sample): δ for the gradient and SGD, u for ESSO.
+    fn accumulate_outer(
+        &self,
+        alpha: f64,
+        accum: Accum,
+        factors: &[Vec<f64>],
+        params: &mut Params,
+    ) {
         let b = self.n_samples;
         for (l, layer) in params.layers_mut().iter_mut().enumerate() {
             let (n_out, n_in) = (layer.n_outputs(), layer.n_inputs());
@@ -326,7 +313,7 @@ impl BatchEngine {
             matmul(
                 MatMut::from_row_major_slice_mut(w, n_out, n_in),
                 accum,
-                MatRef::from_row_major_slice(&self.deltas[l], b, n_out).transpose(),
+                MatRef::from_row_major_slice(&factors[l], b, n_out).transpose(),
                 MatRef::from_row_major_slice(&self.inputs[l], b, n_in),
                 alpha,
                 Par::Seq,
@@ -336,8 +323,8 @@ impl BatchEngine {
             if matches!(accum, Accum::Replace) {
                 bias.fill(0.0);
             }
-            for s in 0..b {
-                for (p, &d) in bias.iter_mut().zip(self.delta(l, s)) {
+            for row in factors[l].chunks_exact(n_out).take(b) {
+                for (p, &d) in bias.iter_mut().zip(row) {
                     *p += alpha * d;
                 }
             }
