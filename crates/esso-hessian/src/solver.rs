@@ -300,6 +300,8 @@ pub(crate) struct TridiagonalSolver {
     sub: Vec<f64>,
     y: Mat<f64>,
     log: Vec<Rotation>,
+    /// Q Z for [`small_sym_eigen`] (sized on its first call; empty on the dense route).
+    qz: Mat<f64>,
 }
 
 impl std::fmt::Debug for TridiagonalSolver {
@@ -332,6 +334,12 @@ impl TridiagonalSolver {
                 bs,
                 1,
             ),
+            // small_sym_eigen applies Q to all n columns of Z.
+            hh::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
+                n.saturating_sub(1),
+                bs,
+                n,
+            ),
         ]);
         TridiagonalSolver {
             n,
@@ -342,6 +350,7 @@ impl TridiagonalSolver {
             sub: vec![0.0; n],
             y: Mat::zeros(n, 1),
             log: Vec::new(),
+            qz: Mat::zeros(0, 0),
         }
     }
 
@@ -460,26 +469,30 @@ pub(crate) fn small_sym_eigen(
         solver.diag[i] = solver.trid[(i, i)];
         solver.sub[i] = if i + 1 < n { solver.trid[(i + 1, i)] } else { 0.0 };
     }
-    // rows of Z (row-major): start from I.
-    let mut z = vec![0.0; n * n];
+    // Rows of Z (row-major, in `vectors` as scratch): start from I.
+    vectors.fill(0.0);
     for i in 0..n {
-        z[i * n + i] = 1.0;
+        vectors[i * n + i] = 1.0;
     }
-    tridiagonal_ql(&mut solver.diag, &mut solver.sub, &mut Rows::new(&mut z, n))?;
-    // Q Z: apply the reflections to the columns of Z (as a faer matrix, column by column).
-    let mut qz = Mat::<f64>::from_fn(n, n, |i, j| z[i * n + j]);
+    tridiagonal_ql(&mut solver.diag, &mut solver.sub, &mut Rows::new(vectors, n))?;
+    // Q Z: apply the reflections to the columns of Z (in a reused faer matrix).
+    if solver.qz.nrows() != n {
+        solver.qz = Mat::zeros(n, n);
+    }
+    let qz = &mut solver.qz;
+    for i in 0..n {
+        for j in 0..n {
+            qz[(i, j)] = vectors[i * n + j];
+        }
+    }
     if n > 1 {
-        let bs = solver.householder.nrows();
-        let mut mem = MemBuffer::new(
-            hh::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(n - 1, bs, n),
-        );
         hh::apply_block_householder_sequence_on_the_left_in_place_with_conj(
             solver.trid.as_ref().submatrix(1, 0, n - 1, n - 1),
             solver.householder.as_ref(),
             faer::Conj::No,
             qz.as_mut().subrows_mut(1, n - 1),
             Par::Seq,
-            MemStack::new(&mut mem),
+            MemStack::new(&mut solver.mem),
         );
         clean_simd_state();
     }

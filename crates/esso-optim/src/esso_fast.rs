@@ -101,7 +101,11 @@ fn sample_curvature(
             if !lse.is_finite() {
                 return None;
             }
-            let p: Vec<f64> = logits.iter().map(|&z| (z - lse).exp()).collect();
+            // p = softmax(z), in the c buffer (free until the hidden layers).
+            let p = &mut ws.c[..r];
+            for (p, &z) in p.iter_mut().zip(logits.iter()) {
+                *p = (z - lse).exp();
+            }
             for i in 0..r {
                 let sq = p[i].sqrt();
                 for j in 0..r {
