@@ -61,6 +61,7 @@ pub mod density;
 mod error;
 mod full;
 mod inertia;
+pub mod kernels;
 pub mod lanczos;
 pub mod landscape;
 mod layer;

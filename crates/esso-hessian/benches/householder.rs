@@ -1,0 +1,3 @@
+//! Criterion benchmark of the householder kernel (work in progress).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Criterion benchmark of the tridiagonal kernel (work in progress).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Householder tridiagonalisation (work in progress).

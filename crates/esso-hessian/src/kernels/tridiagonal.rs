@@ -1,0 +1,1 @@
+//! Divide and conquer for symmetric tridiagonal matrices (work in progress).
