@@ -16,7 +16,9 @@ use ndarray::{ArrayRef1, ArrayRef2};
 use crate::error::{HessianError, Result};
 use esso_core::clean_simd_state;
 
-use crate::linalg::{QlNoConvergence, Rotation, Rows, apply_rotations, tridiagonal_ql};
+use crate::kernels::householder::Tridiagonalizer;
+use crate::kernels::tridiagonal::{TridiagonalEigen, TridiagonalError};
+use crate::linalg::{QlNoConvergence, Rows, tridiagonal_ql};
 use crate::spectral::SpectralFn;
 
 /// How [`LayerSolver::solve`] receives a layer's H_l (n × n).
@@ -70,7 +72,7 @@ pub enum LayerHessian<'a> {
 #[derive(Debug, Clone)]
 pub struct LayerSolver {
     n: usize,
-    tridiagonal: TridiagonalSolver,
+    dense: DenseSolver,
     coords: Vec<f64>,
     h: Vec<f64>,
     gram_solver: Option<TridiagonalSolver>,
@@ -86,7 +88,7 @@ impl LayerSolver {
     pub fn new(n: usize) -> Self {
         LayerSolver {
             n,
-            tridiagonal: TridiagonalSolver::new(n),
+            dense: DenseSolver::new(n),
             coords: vec![0.0; n],
             h: vec![0.0; n * n],
             gram_solver: None,
@@ -175,21 +177,20 @@ impl LayerSolver {
             *u = d;
         }
         let no_convergence = |_| HessianError::EigenNoConvergence { what: "H_l", layer_idx };
-        self.tridiagonal.eigen_coordinates(&self.h, u, &mut self.coords).map_err(no_convergence)?;
-        let values = &self.tridiagonal.diag;
-        self.order.clear();
-        self.order.extend(0..n);
-        self.order.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
-        for (k, &i) in self.order.iter().enumerate() {
-            block_eigenvalues[k] = values[i] * a_tilde_norm_sq;
+        let dense = &mut self.dense;
+        dense.eigen_coordinates(&self.h, u, &mut self.coords).map_err(no_convergence)?;
+        // Ascending, in the order of the coordinates.
+        let values = dense.eigen.eigenvalues();
+        for (slot, &mu) in block_eigenvalues.iter_mut().zip(values) {
+            *slot = mu * a_tilde_norm_sq;
         }
         if let Some(&min) = block_eigenvalues.first() {
             f.check_min_eigenvalue(min, layer_idx)?;
         }
-        for (w, &mu) in self.coords.iter_mut().zip(values) {
-            *w *= f.apply(mu * a_tilde_norm_sq);
+        for (w, &e) in self.coords.iter_mut().zip(block_eigenvalues.iter()) {
+            *w *= f.apply(e);
         }
-        self.tridiagonal.back_transform(&mut self.coords);
+        dense.back_transform(&mut self.coords);
         u.copy_from_slice(&self.coords);
         Ok(())
     }
@@ -282,15 +283,51 @@ struct Request<'a> {
     layer_idx: Option<usize>,
 }
 
-/// Reusable buffers for f(H) δ of one symmetric n × n matrix without eigenvectors:
-/// Householder tridiagonalisation H = Q T Qᵀ (faer, blocked), then the implicit QL iteration
-/// on T that carries Qᵀ δ along and logs its rotations, so that
+/// The dense route of [`LayerSolver`]: f(H) δ for one symmetric n × n H without eigenvectors,
 ///
 /// ```text
-/// f(H) δ = Q Z f(Λ) Zᵀ Qᵀ δ      (T = Z Λ Zᵀ)
+/// H = Q T Qᵀ (Householder, [`Tridiagonalizer`]),  T = S Λ Sᵀ (divide and conquer, [`TridiagonalEigen`]),
+/// f(H) δ = Q S f(Λ) Sᵀ Qᵀ δ,
 /// ```
 ///
-/// costs 4/3 n³ + O(n²) instead of the ≈ 9 n³ of an eigendecomposition with vectors.
+/// with Q and S kept in factored form and applied to the one vector: 4/3 n³ + O(n²) flops.
+#[derive(Debug, Clone)]
+pub(crate) struct DenseSolver {
+    householder: Tridiagonalizer,
+    pub(crate) eigen: TridiagonalEigen,
+}
+
+impl DenseSolver {
+    pub(crate) fn new(n: usize) -> Self {
+        DenseSolver { householder: Tridiagonalizer::new(n), eigen: TridiagonalEigen::new(n) }
+    }
+
+    /// Reduces H (lower triangle of the row-major, finite `h`), factors T and writes
+    /// `out = Sᵀ Qᵀ δ`, the coordinates of δ in the eigenbasis, in the (ascending) order of
+    /// `self.eigen.eigenvalues()`. Scale `out`, then call [`DenseSolver::back_transform`].
+    pub(crate) fn eigen_coordinates(
+        &mut self,
+        h: &[f64],
+        delta: &[f64],
+        out: &mut [f64],
+    ) -> std::result::Result<(), TridiagonalError> {
+        self.householder.reduce(h);
+        self.eigen.factor(self.householder.diagonal(), self.householder.off_diagonal())?;
+        out.copy_from_slice(delta);
+        self.householder.apply_qt(out);
+        self.eigen.apply_st(out);
+        Ok(())
+    }
+
+    /// v ← Q S v, after [`DenseSolver::eigen_coordinates`].
+    pub(crate) fn back_transform(&mut self, v: &mut [f64]) {
+        self.eigen.apply_s(v);
+        self.householder.apply_q(v);
+    }
+}
+
+/// Reusable buffers of [`small_sym_eigen`]: faer's Householder tridiagonalisation and the
+/// implicit QL iteration accumulating the eigenvectors (the r × r Gram route).
 pub(crate) struct TridiagonalSolver {
     n: usize,
     trid: Mat<f64>,
@@ -298,8 +335,6 @@ pub(crate) struct TridiagonalSolver {
     mem: MemBuffer,
     pub(crate) diag: Vec<f64>,
     sub: Vec<f64>,
-    y: Mat<f64>,
-    log: Vec<Rotation>,
     /// Q Z for [`small_sym_eigen`] (sized on its first call; empty on the dense route).
     qz: Mat<f64>,
 }
@@ -348,91 +383,12 @@ impl TridiagonalSolver {
             mem: MemBuffer::new(req),
             diag: vec![0.0; n],
             sub: vec![0.0; n],
-            y: Mat::zeros(n, 1),
-            log: Vec::new(),
             qz: Mat::zeros(0, 0),
         }
     }
 
     pub(crate) fn n(&self) -> usize {
         self.n
-    }
-
-    /// Reduces H (lower triangle of the row-major `h`) and computes its eigenvalues into
-    /// `self.diag` (unsorted) and `out = Zᵀ Qᵀ δ` (the coordinates of δ in the eigenbasis,
-    /// in the order of `self.diag`). Call [`TridiagonalSolver::back_transform`] after
-    /// scaling `out` to get the result in the original coordinates.
-    pub(crate) fn eigen_coordinates(
-        &mut self,
-        h: &[f64],
-        delta: &[f64],
-        out: &mut [f64],
-    ) -> std::result::Result<(), QlNoConvergence> {
-        use faer::linalg::householder as hh;
-        let n = self.n;
-        assert!(h.len() == n * n && delta.len() == n && out.len() == n, "buffer sizes");
-        if n == 0 {
-            return Ok(());
-        }
-        for j in 0..n {
-            for i in j..n {
-                self.trid[(i, j)] = h[i * n + j];
-            }
-        }
-        let par = Par::Seq;
-        evd::tridiag::tridiag_in_place(
-            self.trid.as_mut(),
-            self.householder.as_mut(),
-            par,
-            MemStack::new(&mut self.mem),
-            Default::default(),
-        );
-        clean_simd_state();
-        for i in 0..n {
-            self.diag[i] = self.trid[(i, i)];
-            self.sub[i] = if i + 1 < n { self.trid[(i + 1, i)] } else { 0.0 };
-            self.y[(i, 0)] = delta[i];
-        }
-        if n > 1 {
-            hh::apply_block_householder_sequence_transpose_on_the_left_in_place_with_conj(
-                self.trid.as_ref().submatrix(1, 0, n - 1, n - 1),
-                self.householder.as_ref(),
-                faer::Conj::No,
-                self.y.as_mut().subrows_mut(1, n - 1),
-                par,
-                MemStack::new(&mut self.mem),
-            );
-            clean_simd_state();
-        }
-        for i in 0..n {
-            out[i] = self.y[(i, 0)];
-        }
-        self.log.clear();
-        tridiagonal_ql(&mut self.diag, &mut self.sub, &mut (Rows::new(out, n), &mut self.log))
-    }
-
-    /// v ← Q Z v, after [`TridiagonalSolver::eigen_coordinates`].
-    pub(crate) fn back_transform(&mut self, v: &mut [f64]) {
-        use faer::linalg::householder as hh;
-        let n = self.n;
-        apply_rotations(&self.log, v);
-        if n > 1 {
-            for i in 0..n {
-                self.y[(i, 0)] = v[i];
-            }
-            hh::apply_block_householder_sequence_on_the_left_in_place_with_conj(
-                self.trid.as_ref().submatrix(1, 0, n - 1, n - 1),
-                self.householder.as_ref(),
-                faer::Conj::No,
-                self.y.as_mut().subrows_mut(1, n - 1),
-                Par::Seq,
-                MemStack::new(&mut self.mem),
-            );
-            clean_simd_state();
-            for i in 0..n {
-                v[i] = self.y[(i, 0)];
-            }
-        }
     }
 }
 
@@ -546,16 +502,15 @@ mod tests {
             let f = |e: f64| 1.0 / (e.abs() + 0.3);
             let coords = u.t().dot(&Array1::from(delta.clone()));
             let expected = u.dot(&(&coords * &values.mapv(f)));
-            let mut solver = TridiagonalSolver::new(n);
+            let mut solver = DenseSolver::new(n);
             let mut w = vec![0.0; n];
             solver.eigen_coordinates(a.as_slice().unwrap(), &delta, &mut w).unwrap();
-            let mut got_values = solver.diag.clone();
-            for (w, &e) in w.iter_mut().zip(&solver.diag) {
+            let got_values = solver.eigen.eigenvalues().to_vec();
+            for (w, &e) in w.iter_mut().zip(&got_values) {
                 *w *= f(e);
             }
             solver.back_transform(&mut w);
             let scale = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            got_values.sort_by(f64::total_cmp);
             for (g, e) in got_values.iter().zip(&values) {
                 assert!((g - e).abs() < 1e-13 * scale, "n {n}: {g} vs {e}");
             }
@@ -566,10 +521,11 @@ mod tests {
             let mut again = vec![0.0; n];
             solver.eigen_coordinates(a.as_slice().unwrap(), &delta, &mut again).unwrap();
             let mut first = vec![0.0; n];
-            TridiagonalSolver::new(n)
+            DenseSolver::new(n)
                 .eigen_coordinates(a.as_slice().unwrap(), &delta, &mut first)
                 .unwrap();
             assert_eq!(again, first);
+            let mut solver = TridiagonalSolver::new(n);
             // Small dense eigen with vectors.
             let mut vals = vec![0.0; n];
             let mut vecs = vec![0.0; n * n];
@@ -590,11 +546,10 @@ mod tests {
     #[test]
     fn tridiagonal_solver_finds_repeated_eigenvalues() {
         let a = Array2::from_shape_fn((6, 6), |(i, j)| if i == j { 2.0 } else { 1.0 });
-        let mut solver = TridiagonalSolver::new(6);
+        let mut solver = DenseSolver::new(6);
         let mut w = vec![0.0; 6];
         solver.eigen_coordinates(a.as_slice().unwrap(), &[1.0; 6], &mut w).unwrap();
-        let mut values = solver.diag.clone();
-        values.sort_by(f64::total_cmp);
+        let values = solver.eigen.eigenvalues();
         for (k, v) in values.iter().enumerate() {
             let expected = if k == 5 { 7.0 } else { 1.0 };
             assert!((v - expected).abs() < 1e-14, "{values:?}");
