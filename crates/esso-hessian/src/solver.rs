@@ -1,7 +1,7 @@
 //! Exact per-layer Newton factors without eigenvectors, what an optimiser needs per sample:
-//! the dense route (Householder tridiagonalisation with faer, then the implicit QL iteration
-//! of [`crate::linalg::tridiagonal_ql`] carrying one vector) and the reduced route for
-//! H_l = Gᵀ G (piecewise-linear activations).
+//! the dense route (Householder tridiagonalisation, then divide and conquer on the
+//! tridiagonal, both from [`crate::kernels`] and both applied to the one vector) and the
+//! reduced route for H_l = Gᵀ G (piecewise-linear activations).
 //!
 //! Everything here is checked against [`LayerCurvature`](crate::LayerCurvature) (dense
 //! eigenvectors) in the unit tests and, through the optimiser, against the general ESSO path
@@ -36,8 +36,9 @@ pub enum LayerHessian<'a> {
 /// per sample. Two exact routes:
 ///
 /// - [`LayerHessian::Dense`], any symmetric H_l: Householder tridiagonalisation
-///   H = Q T Qᵀ, then the implicit QL iteration on T carrying Qᵀ δ and logging its rotations
-///   (T = Z Λ Zᵀ), so that `u = Q Z f(‖ã‖² Λ) Zᵀ Qᵀ δ`: 4/3 n³ + O(n²) flops instead of the
+///   H = Q T Qᵀ ([`crate::kernels::householder`]), then T = S Λ Sᵀ by divide and conquer
+///   ([`crate::kernels::tridiagonal`]), with Q and S kept factored and applied to the one
+///   vector, so that `u = Q S f(‖ã‖² Λ) Sᵀ Qᵀ δ`: 4/3 n³ + O(n²) flops instead of the
 ///   ≈ 9 n³ of an eigendecomposition with vectors ([`crate::LayerCurvature`]).
 /// - [`LayerHessian::Gram`], H_l = Gᵀ G with G of r ≪ n rows (piecewise-linear
 ///   activations: c = 0 above the layer, H_L = Fᵀ F, G = F J_l): the non-zero eigenvalues
