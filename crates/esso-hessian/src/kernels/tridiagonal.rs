@@ -41,11 +41,11 @@
 //! Cost for n = 128: the secular solves and U dominate `factor` (O(Σ k²) per level), an
 //! application of S or Sᵀ is Σ over nodes of k² multiply-adds (≈ n² (1 + ½ + ¼ + …)).
 
-use crate::linalg::{Rows, tridiagonal_ql};
+use crate::linalg::{RotationTarget, tridiagonal_ql};
 
 /// The default largest leaf of the divide-and-conquer tree (leaves are solved by the QL
 /// iteration with their eigenvector matrix formed explicitly).
-pub const DEFAULT_LEAF_SIZE: usize = 16;
+pub const DEFAULT_LEAF_SIZE: usize = 8;
 
 /// Iterations of the rational-interpolation root finder per secular root before the solver
 /// falls back to pure bisection.
@@ -392,7 +392,7 @@ impl TridiagonalEigen {
         for i in 0..m {
             zb[i * m + i] = 1.0;
         }
-        tridiagonal_ql(ld, le, &mut Rows::new(zb, m))
+        tridiagonal_ql(ld, le, &mut TransposedRows { data: zb, m })
             .map_err(|_| TridiagonalError::LeafNoConvergence)?;
         let order = &mut sc.leaf_order[..m];
         for (i, o) in order.iter_mut().enumerate() {
@@ -402,15 +402,13 @@ impl TridiagonalEigen {
         let mat = &mut self.f.mats[node.mat..node.mat + m * m];
         for (jj, &col) in order.iter().enumerate() {
             self.lam[lo + jj] = ld[col];
-            for (i, v) in mat[jj * m..(jj + 1) * m].iter_mut().enumerate() {
-                *v = zb[i * m + col];
-            }
+            mat[jj * m..(jj + 1) * m].copy_from_slice(&zb[col * m..(col + 1) * m]);
         }
         if !is_root {
             let rows = &mut self.rows[node.rows..node.rows + 2 * m];
             for (jj, &col) in order.iter().enumerate() {
-                rows[jj] = zb[col];
-                rows[m + jj] = zb[(m - 1) * m + col];
+                rows[jj] = zb[col * m];
+                rows[m + jj] = zb[col * m + m - 1];
             }
         }
         Ok(())
@@ -687,101 +685,146 @@ fn node_s(node: &Node, f: &Factors, y: &mut [f64], t1: &mut [f64], t2: &mut [f64
     }
 }
 
-/// (Σ z_i²/δ_i, Σ (z_i/δ_i)²) with four independent accumulators (vectorisable).
+/// Sets r_i = 1/(dd_i − τ) and returns (Σ z_i² r_i, Σ (z_i r_i)²) over i ≤ p and over i > p,
+/// with four independent accumulators per sum (vectorisable).
 #[inline]
-fn secular_sums(z: &[f64], delta: &[f64]) -> (f64, f64) {
-    let (mut s, mut ds) = ([0.0f64; 4], [0.0f64; 4]);
-    let (zc, dc) = (z.chunks_exact(4), delta.chunks_exact(4));
-    let (zr, dr) = (zc.remainder(), dc.remainder());
-    for (zv, dv) in zc.zip(dc) {
-        for l in 0..4 {
-            let t = zv[l] / dv[l];
-            s[l] += zv[l] * t;
-            ds[l] += t * t;
+fn secular_eval(tau: f64, dd: &[f64], z: &[f64], r: &mut [f64], p: usize) -> [f64; 4] {
+    #[inline(always)]
+    fn part(tau: f64, dd: &[f64], z: &[f64], r: &mut [f64]) -> (f64, f64) {
+        let (mut s, mut ds) = ([0.0f64; 4], [0.0f64; 4]);
+        let (dc, zc, mut rc) = (dd.chunks_exact(4), z.chunks_exact(4), r.chunks_exact_mut(4));
+        let (dr, zr) = (dc.remainder(), zc.remainder());
+        for ((dv, zv), rv) in dc.zip(zc).zip(&mut rc) {
+            for l in 0..4 {
+                let ri = 1.0 / (dv[l] - tau);
+                rv[l] = ri;
+                let t = zv[l] * ri;
+                s[l] += zv[l] * t;
+                ds[l] += t * t;
+            }
         }
+        let (mut st, mut dst) = (0.0, 0.0);
+        for ((dv, zv), rv) in dr.iter().zip(zr).zip(rc.into_remainder()) {
+            let ri = 1.0 / (dv - tau);
+            *rv = ri;
+            let t = zv * ri;
+            st += zv * t;
+            dst += t * t;
+        }
+        ((s[0] + s[1]) + (s[2] + s[3]) + st, (ds[0] + ds[1]) + (ds[2] + ds[3]) + dst)
     }
-    let (mut st, mut dst) = (0.0, 0.0);
-    for (zv, dv) in zr.iter().zip(dr) {
-        let t = zv / dv;
-        st += zv * t;
-        dst += t * t;
-    }
-    ((s[0] + s[1]) + (s[2] + s[3]) + st, (ds[0] + ds[1]) + (ds[2] + ds[3]) + dst)
+    let (rl, rr) = r.split_at_mut(p + 1);
+    let (psi, dpsi) = part(tau, &dd[..=p], &z[..=p], rl);
+    let (phi, dphi) = part(tau, &dd[p + 1..], &z[p + 1..], rr);
+    [psi, dpsi, phi, dphi]
 }
 
 /// The j-th root (ascending, 0-based) of w(λ) = 1/ρ + Σ_i z_i²/(d_i − λ) for strictly
-/// increasing `d` (length k) and z_i ≠ 0, ρ > 0; `zz` = Σ z_i². On return
-/// `delta[i]` = d_i − λ_j, computed as (d_i − d_o) − τ with d_o the pole nearer the root and
-/// λ_j = d_o + τ, so that every difference has a small relative error.
+/// increasing `d` (length k ≥ 1), z_i ≠ 0 and ρ > 0; `zz` = Σ z_i². On return
+/// `recip[i]` = 1/(d_i − λ_j), where d_i − λ_j is computed as (d_i − d_o) − τ with d_o the
+/// pole nearer the root and λ_j = d_o + τ, so that every difference has a small relative
+/// error. `dd` is scratch of length k.
 ///
-/// Iteration: LAPACK `dlaed4`'s "middle way" — ψ = Σ_{i≤p} and φ = Σ_{i>p} (p = j, or k − 2
-/// for the last root) are each replaced by a constant plus one pole at d_p, d_{p+1} matching
-/// value and derivative, and the model's root in the bracket is taken; a step in the wrong
-/// direction becomes a Newton step, a step leaving the bracket a bisection. Stops when
-/// |w| ≤ ε (8 (φ − ψ) + 2/ρ + |τ| w') (the rounding level of w) or the bracket collapses.
+/// This follows LAPACK's `dlaed4`: one evaluation at the middle of the root's interval picks
+/// the origin d_o and the half-interval bracket, and gives the initial guess (the root of the
+/// two nearest poles' terms plus the rest as a constant); then the "middle way" iteration —
+/// ψ = Σ_{i≤p} and φ = Σ_{i>p} (p = j, or k − 2 for the last root) each replaced by a
+/// constant plus one pole at d_p or d_{p+1}, matching value and derivative, and the model's
+/// root taken — with a step in the wrong direction replaced by a Newton step and a step
+/// leaving the bracket by bisection (pure bisection after [`MODEL_ITERATIONS`]). It stops
+/// when |w| ≤ ε (8 (|ψ| + |φ|) + 2/ρ + |τ| w'), the rounding level of w, or when the bracket has
+/// collapsed to adjacent floating-point numbers.
 fn secular_root(
     j: usize,
     d: &[f64],
     z: &[f64],
     rho: f64,
     zz: f64,
-    delta: &mut [f64],
+    recip: &mut [f64],
     dd: &mut [f64],
 ) -> Result<f64, TridiagonalError> {
     let k = d.len();
     if k == 1 {
         let tau = rho * z[0] * z[0];
-        delta[0] = -tau;
+        recip[0] = -1.0 / tau;
         return Ok(d[0] + tau);
     }
     let eps = f64::EPSILON;
     let rhoinv = 1.0 / rho;
     let p = j.min(k - 2);
-    let eval = |tau: f64, dd: &[f64], delta: &mut [f64]| {
-        for (dl, &x) in delta.iter_mut().zip(dd) {
-            *dl = x - tau;
-        }
-        let (psi, dpsi) = secular_sums(&z[..=p], &delta[..=p]);
-        let (phi, dphi) = secular_sums(&z[p + 1..], &delta[p + 1..]);
-        (psi, dpsi, phi, dphi)
-    };
     let last = j == k - 1;
     let (origin, mut lo, mut hi, mut tau);
-    let mut sums;
     if last {
+        // λ ∈ (d_{k−1}, d_{k−1} + ρ‖z‖²].
         origin = k - 1;
         for (x, &di) in dd.iter_mut().zip(d) {
             *x = di - d[origin];
         }
-        lo = 0.0;
-        hi = rho * zz * (1.0 + 4.0 * eps);
-        tau = 0.5 * hi;
-        sums = eval(tau, dd, delta);
+        (lo, hi) = (0.0, rho * zz * (1.0 + 4.0 * eps));
+        let mid = 0.5 * hi;
+        let [psi, _, phi, _] = secular_eval(mid, dd, z, recip, p);
+        let w = rhoinv + psi + phi;
+        let (za, zb) = (z[k - 2] * z[k - 2], z[k - 1] * z[k - 1]);
+        let del = -dd[k - 2];
+        let c = w - za / (dd[k - 2] - mid) + zb / mid;
+        if w <= 0.0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        tau = hi;
+        if c > 0.0 {
+            // c − z_a²/(δ + τ) − z_b²/τ = 0: c τ² − a τ − b = 0, positive root.
+            let a = -c * del + za + zb;
+            let b = zb * del;
+            let disc = (a * a + 4.0 * b * c).abs().sqrt();
+            tau = if a < 0.0 { 2.0 * b / (disc - a) } else { (a + disc) / (2.0 * c) };
+        }
+        if !(tau > lo && tau <= hi) {
+            tau = lo + 0.5 * (hi - lo);
+        }
     } else {
+        // λ ∈ (d_j, d_{j+1}); the sign of w at the midpoint gives the nearer pole.
         let del = d[j + 1] - d[j];
         let mid = 0.5 * del;
         for (x, &di) in dd.iter_mut().zip(d) {
             *x = di - d[j];
         }
-        sums = eval(mid, dd, delta);
-        if rhoinv + sums.0 + sums.2 >= 0.0 {
+        let [psi, _, phi, _] = secular_eval(mid, dd, z, recip, p);
+        let w = rhoinv + psi + phi;
+        let (za, zb) = (z[j] * z[j], z[j + 1] * z[j + 1]);
+        let c = w + za / mid - zb / (del - mid);
+        if w >= 0.0 {
             origin = j;
-            (lo, hi, tau) = (0.0, mid, mid);
+            (lo, hi) = (0.0, mid);
+            // c − z_a²/τ + z_b²/(δ − τ) = 0: c τ² − a τ + b = 0, root in (0, δ).
+            let a = c * del + za + zb;
+            let b = za * del;
+            let disc = (a * a - 4.0 * b * c).abs().sqrt();
+            tau = if a > 0.0 { 2.0 * b / (a + disc) } else { (a - disc) / (2.0 * c) };
         } else {
             origin = j + 1;
             for (x, &di) in dd.iter_mut().zip(d) {
                 *x = di - d[origin];
             }
-            (lo, hi, tau) = (-mid, 0.0, -mid);
-            sums = eval(tau, dd, delta);
+            (lo, hi) = (-mid, 0.0);
+            // c − z_a²/(δ + τ) − z_b²/τ = 0: c τ² − a τ − b = 0, root in (−δ, 0).
+            let a = -c * del + za + zb;
+            let b = zb * del;
+            let disc = (a * a + 4.0 * b * c).abs().sqrt();
+            tau = if a > 0.0 { -2.0 * b / (a + disc) } else { (a - disc) / (2.0 * c) };
+        }
+        if !(tau > lo && tau < hi) {
+            tau = lo + 0.5 * (hi - lo);
         }
     }
+    let mut sums = secular_eval(tau, dd, z, recip, p);
     let mut iterations = 0;
     loop {
-        let (psi, dpsi, phi, dphi) = sums;
+        let [psi, dpsi, phi, dphi] = sums;
         let w = rhoinv + psi + phi;
         let dw = dpsi + dphi;
-        let erretm = 8.0 * (phi - psi) + 2.0 * rhoinv + tau.abs() * dw;
+        let erretm = 8.0 * (psi.abs() + phi.abs()) + 2.0 * rhoinv + tau.abs() * dw;
         if w.abs() <= eps * erretm {
             break;
         }
@@ -799,7 +842,7 @@ fn secular_root(
         }
         let mut eta = f64::NAN;
         if iterations <= MODEL_ITERATIONS {
-            let (d1, d2) = (delta[p], delta[p + 1]);
+            let (d1, d2) = (dd[p] - tau, dd[p + 1] - tau);
             let c = w - d1 * dpsi - d2 * dphi;
             let a = (d1 + d2) * w - d1 * d2 * dw;
             let b = d1 * d2 * w;
@@ -825,15 +868,17 @@ fn secular_root(
             break;
         }
         tau = next;
-        sums = eval(tau, dd, delta);
+        sums = secular_eval(tau, dd, z, recip, p);
     }
     Ok(d[origin] + tau)
 }
 
-/// Turns the rows `u[j]` = (d_i − λ_j)_i of a k×k buffer into the normalised eigenvectors
-/// u_j = (ẑ_i/(d_i − λ_j))_i / ‖·‖ of diag(d) + ρ z zᵀ, with the Gu–Eisenstat
-/// ẑ_i = sign(z_i) √(−(d_i − λ_i) Π_{j≠i} (d_i − λ_j)/(d_i − d_j)) (dlaed3).
-fn gu_eisenstat(d: &[f64], z: &[f64], u: &mut [f64], g: &mut [f64]) {
+/// Turns the rows `u[j]` = (1/(d_i − λ_j))_i of a k×k buffer into the normalised
+/// eigenvectors u_j = (ẑ_i/(d_i − λ_j))_i / ‖·‖ of diag(d) + ρ z zᵀ, with the Gu–Eisenstat
+/// ẑ_i = sign(z_i) √(−(d_i − λ_i) Π_{j≠i} (d_i − λ_j)/(d_i − d_j)) (`dlaed3`), evaluated as
+/// ẑ_i = sign(z_i) / √(−h_i), h_i = (d_i − λ_i)⁻¹ Π_{j≠i} (d_i − d_j)/(d_i − λ_j), from the
+/// stored reciprocals (no division in the O(k²) loops).
+fn gu_eisenstat(d: &[f64], z: &[f64], u: &mut [f64], h: &mut [f64]) {
     let k = d.len();
     if k == 0 {
         return;
@@ -842,28 +887,49 @@ fn gu_eisenstat(d: &[f64], z: &[f64], u: &mut [f64], g: &mut [f64]) {
         u[0] = 1.0;
         return;
     }
-    for (i, gi) in g.iter_mut().enumerate() {
-        *gi = u[i * k + i];
+    let h = &mut h[..k];
+    for (i, hi) in h.iter_mut().enumerate() {
+        *hi = u[i * k + i];
     }
     for (j, row) in u.chunks_exact(k).enumerate() {
         let dj = d[j];
-        for ((gi, &r), &di) in g[..j].iter_mut().zip(&row[..j]).zip(&d[..j]) {
-            *gi *= r / (di - dj);
+        for ((hi, &r), &di) in h[..j].iter_mut().zip(&row[..j]).zip(&d[..j]) {
+            *hi *= r * (di - dj);
         }
-        for ((gi, &r), &di) in g[j + 1..].iter_mut().zip(&row[j + 1..]).zip(&d[j + 1..]) {
-            *gi *= r / (di - dj);
+        for ((hi, &r), &di) in h[j + 1..].iter_mut().zip(&row[j + 1..]).zip(&d[j + 1..]) {
+            *hi *= r * (di - dj);
         }
     }
-    for (gi, &zi) in g.iter_mut().zip(z) {
-        *gi = (-*gi).sqrt().copysign(zi);
+    for (hi, &zi) in h.iter_mut().zip(z) {
+        *hi = (1.0 / (-*hi).sqrt()).copysign(zi);
     }
     for row in u.chunks_exact_mut(k) {
-        for (r, &gi) in row.iter_mut().zip(g.iter()) {
-            *r = gi / *r;
+        for (r, &zh) in row.iter_mut().zip(h.iter()) {
+            *r *= zh;
         }
-        let norm = dot(row, row).sqrt();
+        let inv = 1.0 / dot(row, row).sqrt();
         for r in row.iter_mut() {
-            *r /= norm;
+            *r *= inv;
+        }
+    }
+}
+
+/// The transposed eigenvector matrix Zᵀ (row-major m×m) as a QL rotation target: the rotation
+/// of columns i, i + 1 of Z is a rotation of the contiguous rows i, i + 1 of Zᵀ.
+struct TransposedRows<'a> {
+    data: &'a mut [f64],
+    m: usize,
+}
+
+impl RotationTarget for TransposedRows<'_> {
+    #[inline]
+    fn rotate(&mut self, i: usize, c: f64, s: f64) {
+        let m = self.m;
+        let (a, b) = self.data[i * m..(i + 2) * m].split_at_mut(m);
+        for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+            let f = *y;
+            *y = s * *x + c * f;
+            *x = c * *x - s * f;
         }
     }
 }
@@ -1239,7 +1305,8 @@ mod tests {
             }
             for i in 0..k {
                 let scale = d[i].abs().max(roots[j].abs());
-                assert!((u[j * k + i] - (d[i] - roots[j])).abs() <= 2.0 * f64::EPSILON * scale);
+                let diff = 1.0 / u[j * k + i];
+                assert!((diff - (d[i] - roots[j])).abs() <= 2.0 * f64::EPSILON * scale);
             }
         }
         let mut g = vec![0.0; k];
