@@ -4,7 +4,7 @@ use esso_core::{Loss, Mlp, Params, Targets};
 use ndarray::ArrayRef2;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{BatchEngine, IN_PLACE_LIMIT, params_in_place_safe};
+use crate::engine::{BatchEngine, IN_PLACE_LIMIT};
 use crate::error::{Result, non_negative, unit_interval};
 use crate::optimizer::{
     Optimizer, OptimizerState, StepReport, apply_checked, buffer, check_batch, check_buffer,
@@ -166,7 +166,7 @@ impl Optimizer for Sgd {
                 let g = ws.engine.gradient_bound(l);
                 g <= IN_PLACE_LIMIT && lr * g <= IN_PLACE_LIMIT
             });
-            if bounds_ok && params_in_place_safe(mlp.params()) {
+            if bounds_ok && ws.engine.params_in_place_safe(mlp) {
                 let grad_norm_sq: f64 = (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l)).sum();
                 ws.engine.add_scaled_gradient_to(-lr / n_samples as f64, mlp.params_mut());
                 self.state.n_steps = step + 1;

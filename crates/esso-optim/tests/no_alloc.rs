@@ -1,10 +1,12 @@
 //! The first-order steps allocate nothing after the first step: a counting global allocator
 //! (per thread, so the test harness does not interfere) around steps 2..n of SGD (plain, with
-//! momentum) and Adam/AdamW on a fixed batch size.
+//! momentum) and Adam/AdamW on a fixed batch size, B = 1 (the single-sample kernels) and
+//! B = 4 (the GEMM paths).
 //!
 //! The only `unsafe` in the workspace: a global allocator must implement the unsafe
 //! `GlobalAlloc` trait; it forwards every call to `System` unchanged.
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -49,9 +51,15 @@ fn allocations() -> usize {
 
 #[test]
 fn first_order_steps_do_not_allocate_after_the_first() {
+    for b in [1, 4] {
+        steps_do_not_allocate(b);
+    }
+}
+
+fn steps_do_not_allocate(b: usize) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-    let xs = Array2::from_shape_fn((4, 6), |(i, j)| ((i * 6 + j) as f64 * 0.37).sin());
-    let classes = [0, 2, 1, 2];
+    let xs = Array2::from_shape_fn((b, 6), |(i, j)| ((i * 6 + j) as f64 * 0.37).sin());
+    let classes = &[0, 2, 1, 2][..b];
     let configs = [
         OptimizerConfig::Sgd(SgdConfig::plain(0.1)),
         OptimizerConfig::Sgd(SgdConfig {
@@ -66,7 +74,7 @@ fn first_order_steps_do_not_allocate_after_the_first() {
         let mut mlp =
             Mlp::new(&[6, 5, 4, 3], Activation::Tanh, Init::GlorotUniform, &mut rng).unwrap();
         let mut opt = config.build().unwrap();
-        let targets = Targets::Classes(&classes);
+        let targets = Targets::Classes(classes);
         let first = opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy).unwrap();
         let before = allocations();
         let mut last = first.loss;
@@ -74,7 +82,7 @@ fn first_order_steps_do_not_allocate_after_the_first() {
             last = opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy).unwrap().loss;
         }
         let n = allocations() - before;
-        assert_eq!(n, 0, "{}: {n} allocations in 5 steps", opt.name());
-        assert!(last < first.loss, "{}: the loss did not decrease", opt.name());
+        assert_eq!(n, 0, "{} B = {b}: {n} allocations in 5 steps", opt.name());
+        assert!(last < first.loss, "{} B = {b}: the loss did not decrease", opt.name());
     }
 }
