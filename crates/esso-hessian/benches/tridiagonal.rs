@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use esso_hessian::kernels::tridiagonal::{DEFAULT_LEAF_SIZE, TridiagonalEigen};
+use esso_hessian::kernels::tridiagonal::TridiagonalEigen;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd;
 use faer::{Mat, Par};
@@ -132,7 +132,7 @@ fn bench(c: &mut Criterion) {
     let (d, e) = use_case(n, 1);
     let x0 = vec![1.0; n];
     let mut x = x0.clone();
-    for leaf in [1, 4, 8, DEFAULT_LEAF_SIZE, 32] {
+    for leaf in [1, 2, 4, 8, 16, 32] {
         let mut te = TridiagonalEigen::with_leaf_size(n, leaf);
         group.bench_function(BenchmarkId::new("factor_st_s/diag_low_rank/128", leaf), |bch| {
             bch.iter_custom(|iters| {

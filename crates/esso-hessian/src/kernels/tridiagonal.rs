@@ -515,10 +515,17 @@ impl TridiagonalEigen {
         let zzl: f64 = zl.iter().map(|v| v * v).sum();
         let vals = &mut sc.vals[..m];
         let u = &mut self.f.mats[node.mat..node.mat + k * k];
-        for (jr, (delta, root)) in u.chunks_exact_mut(k.max(1)).zip(vals.iter_mut()).enumerate() {
-            *root = secular_root(jr, dl, zl, rho, zzl, delta, &mut sc.dd[..k])?;
-        }
-        gu_eisenstat(dl, zl, u, &mut sc.g[..k]);
+        // Runtime SIMD dispatch (AVX2 + FMA where available) of the O(k²) work.
+        pulp::Arch::new().dispatch(SecularMerge {
+            d: dl,
+            z: zl,
+            rho,
+            zz: zzl,
+            u,
+            roots: &mut vals[..k],
+            dd: &mut sc.dd[..k],
+            h: &mut sc.g[..k],
+        })?;
 
         // Final order: roots and deflated values, ascending.
         for (v, &q) in vals[k..].iter_mut().zip(&sel[k..]) {
@@ -545,6 +552,35 @@ impl TridiagonalEigen {
             node_st(&node, &self.f, seg, &mut sc.t1, &mut sc.t2);
             self.rows[node.rows + m..node.rows + 2 * m].copy_from_slice(seg);
         }
+        Ok(())
+    }
+}
+
+/// The roots of a merge's secular equation and its eigenvector matrix U (column j in
+/// `u[j k..(j + 1) k]`), as one operation for [`pulp::Arch::dispatch`].
+struct SecularMerge<'a> {
+    d: &'a [f64],
+    z: &'a [f64],
+    rho: f64,
+    zz: f64,
+    u: &'a mut [f64],
+    roots: &'a mut [f64],
+    dd: &'a mut [f64],
+    h: &'a mut [f64],
+}
+
+impl pulp::WithSimd for SecularMerge<'_> {
+    type Output = Result<(), TridiagonalError>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
+        let k = self.d.len();
+        for (j, (recip, root)) in
+            self.u.chunks_exact_mut(k.max(1)).zip(self.roots.iter_mut()).enumerate()
+        {
+            *root = secular_root(simd, j, self.d, self.z, self.rho, self.zz, recip, self.dd)?;
+        }
+        gu_eisenstat(self.d, self.z, self.u, self.h);
         Ok(())
     }
 }
@@ -592,7 +628,7 @@ fn build(lo: usize, m: usize, leaf: usize, nodes: &mut Vec<Node>, sizes: &mut Si
 }
 
 /// Σ a_i b_i with four independent accumulators (vectorisable).
-#[inline]
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
@@ -686,36 +722,43 @@ fn node_s(node: &Node, f: &Factors, y: &mut [f64], t1: &mut [f64], t2: &mut [f64
 }
 
 /// Sets r_i = 1/(dd_i − τ) and returns (Σ z_i² r_i, Σ (z_i r_i)²) over i ≤ p and over i > p,
-/// with four independent accumulators per sum (vectorisable).
-#[inline]
-fn secular_eval(tau: f64, dd: &[f64], z: &[f64], r: &mut [f64], p: usize) -> [f64; 4] {
+/// in SIMD registers of `simd`.
+#[inline(always)]
+fn secular_eval<S: pulp::Simd>(
+    simd: S,
+    tau: f64,
+    dd: &[f64],
+    z: &[f64],
+    r: &mut [f64],
+    p: usize,
+) -> [f64; 4] {
     #[inline(always)]
-    fn part(tau: f64, dd: &[f64], z: &[f64], r: &mut [f64]) -> (f64, f64) {
-        let (mut s, mut ds) = ([0.0f64; 4], [0.0f64; 4]);
-        let (dc, zc, mut rc) = (dd.chunks_exact(4), z.chunks_exact(4), r.chunks_exact_mut(4));
-        let (dr, zr) = (dc.remainder(), zc.remainder());
-        for ((dv, zv), rv) in dc.zip(zc).zip(&mut rc) {
-            for l in 0..4 {
-                let ri = 1.0 / (dv[l] - tau);
-                rv[l] = ri;
-                let t = zv[l] * ri;
-                s[l] += zv[l] * t;
-                ds[l] += t * t;
-            }
+    fn part<S: pulp::Simd>(simd: S, tau: f64, dd: &[f64], z: &[f64], r: &mut [f64]) -> (f64, f64) {
+        let (dh, dt) = S::as_simd_f64s(dd);
+        let (zh, zt) = S::as_simd_f64s(z);
+        let (rh, rt) = S::as_mut_simd_f64s(r);
+        let (one, vtau) = (simd.splat_f64s(1.0), simd.splat_f64s(tau));
+        let (mut s, mut ds) = (simd.splat_f64s(0.0), simd.splat_f64s(0.0));
+        for ((&dv, &zv), rv) in dh.iter().zip(zh).zip(rh.iter_mut()) {
+            let ri = simd.div_f64s(one, simd.sub_f64s(dv, vtau));
+            *rv = ri;
+            let t = simd.mul_f64s(zv, ri);
+            s = simd.mul_add_f64s(zv, t, s);
+            ds = simd.mul_add_f64s(t, t, ds);
         }
-        let (mut st, mut dst) = (0.0, 0.0);
-        for ((dv, zv), rv) in dr.iter().zip(zr).zip(rc.into_remainder()) {
+        let (mut st, mut dst) = (simd.reduce_sum_f64s(s), simd.reduce_sum_f64s(ds));
+        for ((&dv, &zv), rv) in dt.iter().zip(zt).zip(rt.iter_mut()) {
             let ri = 1.0 / (dv - tau);
             *rv = ri;
             let t = zv * ri;
             st += zv * t;
             dst += t * t;
         }
-        ((s[0] + s[1]) + (s[2] + s[3]) + st, (ds[0] + ds[1]) + (ds[2] + ds[3]) + dst)
+        (st, dst)
     }
     let (rl, rr) = r.split_at_mut(p + 1);
-    let (psi, dpsi) = part(tau, &dd[..=p], &z[..=p], rl);
-    let (phi, dphi) = part(tau, &dd[p + 1..], &z[p + 1..], rr);
+    let (psi, dpsi) = part(simd, tau, &dd[..=p], &z[..=p], rl);
+    let (phi, dphi) = part(simd, tau, &dd[p + 1..], &z[p + 1..], rr);
     [psi, dpsi, phi, dphi]
 }
 
@@ -734,7 +777,9 @@ fn secular_eval(tau: f64, dd: &[f64], z: &[f64], r: &mut [f64], p: usize) -> [f6
 /// leaving the bracket by bisection (pure bisection after [`MODEL_ITERATIONS`]). It stops
 /// when |w| ≤ ε (8 (|ψ| + |φ|) + 2/ρ + |τ| w'), the rounding level of w, or when the bracket has
 /// collapsed to adjacent floating-point numbers.
-fn secular_root(
+#[inline(always)]
+fn secular_root<S: pulp::Simd>(
+    simd: S,
     j: usize,
     d: &[f64],
     z: &[f64],
@@ -762,7 +807,7 @@ fn secular_root(
         }
         (lo, hi) = (0.0, rho * zz * (1.0 + 4.0 * eps));
         let mid = 0.5 * hi;
-        let [psi, _, phi, _] = secular_eval(mid, dd, z, recip, p);
+        let [psi, _, phi, _] = secular_eval(simd, mid, dd, z, recip, p);
         let w = rhoinv + psi + phi;
         let (za, zb) = (z[k - 2] * z[k - 2], z[k - 1] * z[k - 1]);
         let del = -dd[k - 2];
@@ -790,7 +835,7 @@ fn secular_root(
         for (x, &di) in dd.iter_mut().zip(d) {
             *x = di - d[j];
         }
-        let [psi, _, phi, _] = secular_eval(mid, dd, z, recip, p);
+        let [psi, _, phi, _] = secular_eval(simd, mid, dd, z, recip, p);
         let w = rhoinv + psi + phi;
         let (za, zb) = (z[j] * z[j], z[j + 1] * z[j + 1]);
         let c = w + za / mid - zb / (del - mid);
@@ -818,7 +863,7 @@ fn secular_root(
             tau = lo + 0.5 * (hi - lo);
         }
     }
-    let mut sums = secular_eval(tau, dd, z, recip, p);
+    let mut sums = secular_eval(simd, tau, dd, z, recip, p);
     let mut iterations = 0;
     loop {
         let [psi, dpsi, phi, dphi] = sums;
@@ -868,7 +913,7 @@ fn secular_root(
             break;
         }
         tau = next;
-        sums = secular_eval(tau, dd, z, recip, p);
+        sums = secular_eval(simd, tau, dd, z, recip, p);
     }
     Ok(d[origin] + tau)
 }
@@ -878,6 +923,7 @@ fn secular_root(
 /// ẑ_i = sign(z_i) √(−(d_i − λ_i) Π_{j≠i} (d_i − λ_j)/(d_i − d_j)) (`dlaed3`), evaluated as
 /// ẑ_i = sign(z_i) / √(−h_i), h_i = (d_i − λ_i)⁻¹ Π_{j≠i} (d_i − d_j)/(d_i − λ_j), from the
 /// stored reciprocals (no division in the O(k²) loops).
+#[inline(always)]
 fn gu_eisenstat(d: &[f64], z: &[f64], u: &mut [f64], h: &mut [f64]) {
     let k = d.len();
     if k == 0 {
@@ -1297,8 +1343,17 @@ mod tests {
         let mut dd = vec![0.0; k];
         let mut roots = vec![0.0; k];
         for j in 0..k {
-            roots[j] =
-                secular_root(j, &d, &z, rho, zz, &mut u[j * k..(j + 1) * k], &mut dd).unwrap();
+            roots[j] = secular_root(
+                pulp::Scalar::new(),
+                j,
+                &d,
+                &z,
+                rho,
+                zz,
+                &mut u[j * k..(j + 1) * k],
+                &mut dd,
+            )
+            .unwrap();
             assert!(roots[j] > d[j]);
             if j + 1 < k {
                 assert!(roots[j] < d[j + 1]);
