@@ -22,7 +22,7 @@
 //! Q = H_{n−1} H_{n−2} ⋯ H_2,      T = tridiag(e; d; e),
 //! ```
 //!
-//! d the diagonal, e[i] = β_{i+1} the entry coupling i and i+1 (e[0] is the final A[1, 0]).
+//! d the diagonal, `e[i]` = β_{i+1} the entry coupling i and i+1 (`e[0]` is the final `A[1, 0]`).
 //! Q fixes the last basis vector (Q e_{n−1} = e_{n−1}).
 //!
 //! The reflector follows LAPACK's `dlarfg`: with x = (x₂, α) and ‖·‖ the Euclidean norm,
@@ -37,7 +37,7 @@
 //! reduce at step i is the contiguous row i, and the trailing block stays in rows 0..i. The
 //! rank-2 update of step i+1 is fused with the symmetric matrix–vector product of step i:
 //! one pass over the rows of the trailing block updates row r, then adds its contribution
-//! to p by a dot product (p[r]) and an axpy (p[0..r], by symmetry). Row i itself is updated
+//! to p by a dot product (`p[r]`) and an axpy (`p[0..r]`, by symmetry). Row i itself is updated
 //! first to build the new reflector. The whole reduction runs inside one
 //! [`pulp::Arch::dispatch`] (AVX2 + FMA where available, SSE2 otherwise), 4/3 n³ + O(n²)
 //! flops. Norms are plain sums of squares, rescaled only when the result leaves
