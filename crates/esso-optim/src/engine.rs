@@ -172,7 +172,7 @@ impl BatchEngine {
     ///
     /// # Errors
     /// [`CoreError::BatchWidth`] when `xs` has the wrong width.
-    fn forward_single(&mut self, mlp: &Mlp, xs: &ArrayRef2<f64>) -> Result<()> {
+    pub(crate) fn forward_single(&mut self, mlp: &Mlp, xs: &ArrayRef2<f64>) -> Result<()> {
         self.load_inputs(mlp, xs)?;
         let n_layers = mlp.n_layers();
         let act = mlp.activation();

@@ -25,7 +25,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayRef2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use crate::engine::{BatchEngine, max_abs, params_in_place_safe, weight_ref, within_limit};
+use crate::engine::{BatchEngine, max_abs, weight_ref, within_limit};
 
 /// Per-thread buffers for one sample's curvature.
 #[derive(Debug, Clone)]
@@ -291,7 +291,12 @@ pub(crate) fn fast_step(
     lr: f64,
 ) -> Option<FastOutcome> {
     let engine = &mut ws.engine;
-    engine.forward(mlp, xs).ok()?;
+    if xs.nrows() == 1 {
+        // Also sums θ² on its pass over W, for the in-place check below.
+        engine.forward_single(mlp, xs).ok()?;
+    } else {
+        engine.forward(mlp, xs).ok()?;
+    }
     let mean_loss = engine.losses_and_deltas(targets, loss).ok()?;
     if !mean_loss.is_finite() {
         return None;
@@ -384,7 +389,7 @@ pub(crate) fn fast_step(
             return None;
         }
     }
-    if !params_in_place_safe(mlp.params()) {
+    if !engine.params_in_place_safe(mlp) {
         return None;
     }
     let inv_b2 = 1.0 / (b * b) as f64;
