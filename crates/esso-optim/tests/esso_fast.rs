@@ -93,3 +93,25 @@ fn dead_relu_units_and_rank_deficiency() {
     check(net.clone(), &xs, Loss::CrossEntropy, "relu dead units");
     check(net, &xs, Loss::Mse, "relu dead units mse");
 }
+
+#[test]
+fn a_huge_parameter_sends_a_single_sample_step_to_the_checked_path() {
+    // θ² overflows, so the fused forward pass's Σ θ² is ∞ and the in-place update is not
+    // proven safe: the step must take the general path and still equal θ − η d.
+    let mut net = mlp(&[4, 6, 3], Activation::Tanh, 9);
+    net.params_mut().layers_mut()[0].weight_mut()[[0, 0]] = 1e200;
+    let xs = Array2::from_shape_fn((1, 4), |(_, j)| (j as f64 * 0.37 + 0.1).sin());
+    let classes = [1];
+    let config = EssoConfig::absolute(0.5, 0.05);
+    let mut general = config.build().unwrap();
+    let (_, _, direction) =
+        general.direction(&net, &xs, Targets::Classes(&classes), Loss::CrossEntropy).unwrap();
+    let before = net.params().clone();
+    let mut opt = config.build().unwrap();
+    opt.step(&mut net, &xs, Targets::Classes(&classes), Loss::CrossEntropy).unwrap();
+    assert_eq!(opt.fast_steps(), 0, "the fast path must refuse an unproven in-place update");
+    for ((new, old), d) in net.params().iter().zip(before.iter()).zip(direction.iter()) {
+        assert!(new.is_finite());
+        assert!(((new - old) - 0.5 * d).abs() <= 1e-12 * old.abs().max(1.0), "{new} vs {old}");
+    }
+}
