@@ -174,12 +174,12 @@ impl LayerSolver {
                 self.h[i * n + j] = v;
             }
         }
-        for (u, &d) in u.iter_mut().zip(delta.iter()) {
-            *u = d;
+        for (x, &d) in self.coords.iter_mut().zip(delta.iter()) {
+            *x = d;
         }
         let no_convergence = |_| HessianError::EigenNoConvergence { what: "H_l", layer_idx };
         let dense = &mut self.dense;
-        dense.eigen_coordinates(&self.h, u, &mut self.coords).map_err(no_convergence)?;
+        dense.eigen_coordinates(&self.h, &mut self.coords).map_err(no_convergence)?;
         // Ascending, in the order of the coordinates.
         let values = dense.eigen.eigenvalues();
         for (slot, &mu) in block_eigenvalues.iter_mut().zip(values) {
@@ -303,20 +303,18 @@ impl DenseSolver {
         DenseSolver { householder: Tridiagonalizer::new(n), eigen: TridiagonalEigen::new(n) }
     }
 
-    /// Reduces H (lower triangle of the row-major, finite `h`), factors T and writes
-    /// `out = Sᵀ Qᵀ δ`, the coordinates of δ in the eigenbasis, in the (ascending) order of
-    /// `self.eigen.eigenvalues()`. Scale `out`, then call [`DenseSolver::back_transform`].
+    /// Reduces H (lower triangle of the row-major, finite `h`), factors T and replaces δ
+    /// (in `x`) by Sᵀ Qᵀ δ, its coordinates in the eigenbasis, in the (ascending) order of
+    /// `self.eigen.eigenvalues()`. Scale `x`, then call [`DenseSolver::back_transform`].
     pub(crate) fn eigen_coordinates(
         &mut self,
         h: &[f64],
-        delta: &[f64],
-        out: &mut [f64],
+        x: &mut [f64],
     ) -> std::result::Result<(), TridiagonalError> {
         self.householder.reduce(h);
         self.eigen.factor(self.householder.diagonal(), self.householder.off_diagonal())?;
-        out.copy_from_slice(delta);
-        self.householder.apply_qt(out);
-        self.eigen.apply_st(out);
+        self.householder.apply_qt(x);
+        self.eigen.apply_st(x);
         Ok(())
     }
 
@@ -504,8 +502,8 @@ mod tests {
             let coords = u.t().dot(&Array1::from(delta.clone()));
             let expected = u.dot(&(&coords * &values.mapv(f)));
             let mut solver = DenseSolver::new(n);
-            let mut w = vec![0.0; n];
-            solver.eigen_coordinates(a.as_slice().unwrap(), &delta, &mut w).unwrap();
+            let mut w = delta.clone();
+            solver.eigen_coordinates(a.as_slice().unwrap(), &mut w).unwrap();
             let got_values = solver.eigen.eigenvalues().to_vec();
             for (w, &e) in w.iter_mut().zip(&got_values) {
                 *w *= f(e);
@@ -519,12 +517,10 @@ mod tests {
                 assert!((g - e).abs() < 1e-12, "n {n}: {g} vs {e}");
             }
             // The same solver again gives the same bits (buffers are reset).
-            let mut again = vec![0.0; n];
-            solver.eigen_coordinates(a.as_slice().unwrap(), &delta, &mut again).unwrap();
-            let mut first = vec![0.0; n];
-            DenseSolver::new(n)
-                .eigen_coordinates(a.as_slice().unwrap(), &delta, &mut first)
-                .unwrap();
+            let mut again = delta.clone();
+            solver.eigen_coordinates(a.as_slice().unwrap(), &mut again).unwrap();
+            let mut first = delta.clone();
+            DenseSolver::new(n).eigen_coordinates(a.as_slice().unwrap(), &mut first).unwrap();
             assert_eq!(again, first);
             let mut solver = TridiagonalSolver::new(n);
             // Small dense eigen with vectors.
@@ -548,8 +544,8 @@ mod tests {
     fn tridiagonal_solver_finds_repeated_eigenvalues() {
         let a = Array2::from_shape_fn((6, 6), |(i, j)| if i == j { 2.0 } else { 1.0 });
         let mut solver = DenseSolver::new(6);
-        let mut w = vec![0.0; 6];
-        solver.eigen_coordinates(a.as_slice().unwrap(), &[1.0; 6], &mut w).unwrap();
+        let mut w = vec![1.0; 6];
+        solver.eigen_coordinates(a.as_slice().unwrap(), &mut w).unwrap();
         let values = solver.eigen.eigenvalues();
         for (k, v) in values.iter().enumerate() {
             let expected = if k == 5 { 7.0 } else { 1.0 };
