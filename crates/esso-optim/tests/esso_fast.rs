@@ -74,6 +74,17 @@ fn fast_step_equals_the_general_path() {
                 let net = mlp(&[4, 3, 2, 4], act, 12);
                 let xs = Array2::from_shape_fn((b, 4), |(i, j)| ((i + 2 * j) as f64 * 0.9).sin());
                 check(net, &xs, loss, &format!("{act} {loss:?} B={b} narrow"));
+                // Three hidden layers (tanh-like): H in factor form M^T diag(Σ) M twice in a
+                // row (widths 12 then 4), and factor form then dense (widths 7 then 8).
+                for (sizes, what) in
+                    [(&[3, 4, 12, 6, 3][..], "factor"), (&[4, 8, 7, 6, 3], "dense")]
+                {
+                    let net = mlp(sizes, act, 13);
+                    let xs = Array2::from_shape_fn((b, sizes[0]), |(i, j)| {
+                        ((3 * i + j) as f64 * 0.47).cos()
+                    });
+                    check(net, &xs, loss, &format!("{act} {loss:?} B={b} deep, {what}"));
+                }
             }
         }
     }
