@@ -147,6 +147,8 @@ fn sample_curvature(
     let mut gram = true;
     // Rows of M when H_{l+1} − diag(c_{l+1}) = Mᵀ diag(Σ) M is known (M in `g`).
     let mut factor_rows: Option<usize> = None;
+    // Whether `h` holds only the lower triangle of H_{l+1} (built in factor form).
+    let mut h_lower_only = false;
     for l in (0..last).rev() {
         let next = &layers[l + 1];
         let (n_above, n) = (next.n_outputs(), next.n_inputs());
@@ -205,7 +207,7 @@ fn sample_curvature(
             rf * n_above * n + (rf + n_above) * n * n / 2 < n_above * n * (n_above + n)
         }) {
             // Factor form: M_l = [M W_{l+1}; W_{l+1}] diag(s_l), Σ_l = [Σ; c_{l+1}],
-            // H_l = M_lᵀ diag(Σ_l) M_l + diag(c_l) (lower triangle, then mirrored).
+            // H_l = M_lᵀ diag(Σ_l) M_l + diag(c_l), lower triangle only.
             let rows = rf + n_above;
             ws.g_next.clear();
             ws.g_next.resize(rows * n, 0.0);
@@ -258,14 +260,21 @@ fn sample_curvature(
                 Par::Seq,
             );
             clean_simd_state();
-            for i in 0..n {
-                for j in 0..i {
-                    ws.h[j * n + i] = ws.h[i * n + j];
-                }
-            }
+            // Only the lower triangle is set: enough for the solver; the dense branch below
+            // mirrors it if the next layer needs all of H_{l+1}.
+            h_lower_only = true;
         } else {
             // H_l = B_lᵀ H_{l+1} B_l + diag(c_l), B_l = W_{l+1} diag(s_l).
             factor_rows = None;
+            if h_lower_only {
+                let m = n_above;
+                for i in 0..m {
+                    for j in 0..i {
+                        ws.h[j * m + i] = ws.h[i * m + j];
+                    }
+                }
+                h_lower_only = false;
+            }
             std::mem::swap(&mut ws.h, &mut ws.h_above);
             ws.x.clear();
             ws.x.resize(n_above * n, 0.0);
