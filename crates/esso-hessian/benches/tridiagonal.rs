@@ -109,19 +109,13 @@ fn bench(c: &mut Criterion) {
                     timed(iters, thread, || factor_st_s(&mut te, (&d, &e), &x0, &mut x))
                 });
             });
-            // `factor_division`: IEEE division in the secular evaluations (the AVX-512
-            // reciprocal estimates of the default path switched off).
-            for (label, fast) in [("factor", true), ("factor_division", false)] {
-                te.set_fast_reciprocals(fast);
-                group.bench_function(BenchmarkId::new(format!("{label}/{name}"), n), |bch| {
-                    bch.iter_custom(|iters| {
-                        timed(iters, thread, || {
-                            te.factor(black_box(&d), black_box(&e)).expect("finite input");
-                        })
-                    });
+            group.bench_function(BenchmarkId::new(format!("factor/{name}"), n), |bch| {
+                bch.iter_custom(|iters| {
+                    timed(iters, thread, || {
+                        te.factor(black_box(&d), black_box(&e)).expect("finite input");
+                    })
                 });
-            }
-            te.set_fast_reciprocals(true);
+            });
             group.bench_function(BenchmarkId::new(format!("st_s/{name}"), n), |bch| {
                 bch.iter_custom(|iters| {
                     timed(iters, thread, || {

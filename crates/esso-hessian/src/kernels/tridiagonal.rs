@@ -45,13 +45,9 @@
 //! iteration's arithmetic with its branches as lane masks (bit-identical to the one-lane
 //! solver); an evaluation is then k correctly rounded vector divisions and no horizontal
 //! reduction, and the per-iteration model, bracket and convergence logic is shared by L
-//! roots. With IEEE division the divisions bound it: on the n = 128 use case ≈ 5.8
-//! evaluations per group of four roots (the group runs until its slowest lane stops; ≈ 82 % of
-//! the lane evaluations are needed ones). On CPUs with AVX-512F/VL the reciprocals are instead
-//! `vrcp14pd` estimates refined by two Newton steps (≤ 2 ulp, ≈ 1 measured; see
-//! [`TridiagonalEigen::set_fast_reciprocals`]). This is the workspace's only `unsafe` outside
-//! tests: the intrinsic call, and the call into the `#[target_feature]` function that runs it,
-//! entered only after run-time detection of both features. The leaves' QL iterations are most of the rest of `factor`.
+//! roots. The divisions bound it: on the n = 128 use case ≈ 5.8 evaluations per group of four
+//! roots (the group runs until its slowest lane stops; ≈ 82 % of the lane evaluations are
+//! needed ones). The leaves' QL iterations are most of the rest of `factor`.
 
 use crate::linalg::{RotationTarget, tridiagonal_ql};
 
@@ -186,9 +182,6 @@ pub struct TridiagonalEigen {
     e: Vec<f64>,
     s: Scratch,
     factored: bool,
-    /// Whether the secular evaluations may use AVX-512 reciprocal estimates (see
-    /// [`TridiagonalEigen::set_fast_reciprocals`]).
-    fast_reciprocals: bool,
 }
 
 impl TridiagonalEigen {
@@ -243,22 +236,7 @@ impl TridiagonalEigen {
                 leaf_order: vec![0; lm],
             },
             factored: false,
-            fast_reciprocals: true,
         }
-    }
-
-    /// Chooses how the secular evaluations form 1/((d_i − d_o) − τ), the division-bound inner
-    /// loop of [`factor`](Self::factor).
-    ///
-    /// With `true` (the default) on a CPU with AVX-512F and AVX-512VL (detected at run time),
-    /// the reciprocal is `vrcp14pd`'s estimate refined by two Newton steps, within 2 units in
-    /// the last place of the IEEE quotient (a correctly rounded division is within ½); an
-    /// exactly zero or subnormal difference gives ±∞ as division does. With `false`, or
-    /// without AVX-512, every reciprocal is an IEEE division, and the roots are those of the
-    /// scalar solver bit for bit. Both meet the accuracy stated at `factor` (the tests run
-    /// both).
-    pub fn set_fast_reciprocals(&mut self, on: bool) {
-        self.fast_reciprocals = on;
     }
 
     /// The matrix size n.
@@ -554,7 +532,7 @@ impl TridiagonalEigen {
         let vals = &mut sc.vals[..m];
         let u = &mut self.f.mats[node.mat..node.mat + k * k];
         // Runtime SIMD dispatch (AVX2 + FMA where available) of the O(k²) work.
-        let merge = SecularMerge {
+        pulp::Arch::new().dispatch(SecularMerge {
             d: dl,
             z: zl,
             rho,
@@ -564,24 +542,7 @@ impl TridiagonalEigen {
             dd: &mut sc.dd[..k],
             h: &mut sc.g[..k],
             lanes: &mut sc.lanes[..k * MAX_LANES],
-            rcp: Divide,
-        };
-        #[cfg(target_arch = "x86_64")]
-        let avx512 = if self.fast_reciprocals { avx512_reciprocals() } else { None };
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx512: Option<std::convert::Infallible> = None;
-        match avx512 {
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unsafe_code)]
-            Some(v3) => {
-                let SecularMerge { d, z, rho, zz, u, roots, dd, h, lanes, .. } = merge;
-                let op = SecularMerge { d, z, rho, zz, u, roots, dd, h, lanes, rcp: Rcp14 };
-                // SAFETY: `avx512_reciprocals` checked AVX-512F and AVX-512VL (and AVX2 +
-                // FMA through the V3 token) at run time.
-                unsafe { merge_avx512(v3, op) }?
-            }
-            _ => pulp::Arch::new().dispatch(merge)?,
-        }
+        })?;
 
         // Final order: roots and deflated values, ascending.
         for (v, &q) in vals[k..].iter_mut().zip(&sel[k..]) {
@@ -614,7 +575,7 @@ impl TridiagonalEigen {
 
 /// The roots of a merge's secular equation and its eigenvector matrix U (column j in
 /// `u[j k..(j + 1) k]`), as one operation for [`pulp::Arch::dispatch`].
-struct SecularMerge<'a, R> {
+struct SecularMerge<'a> {
     d: &'a [f64],
     z: &'a [f64],
     rho: f64,
@@ -624,84 +585,19 @@ struct SecularMerge<'a, R> {
     dd: &'a mut [f64],
     h: &'a mut [f64],
     lanes: &'a mut [f64],
-    rcp: R,
 }
 
-impl<R: Reciprocal> pulp::WithSimd for SecularMerge<'_, R> {
+impl pulp::WithSimd for SecularMerge<'_> {
     type Output = Result<(), TridiagonalError>;
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
         secular_roots(
-            simd, self.rcp, self.d, self.z, self.rho, self.zz, self.u, self.roots, self.dd,
-            self.lanes,
+            simd, self.d, self.z, self.rho, self.zz, self.u, self.roots, self.dd, self.lanes,
         )?;
         gu_eisenstat(self.d, self.z, self.u, self.h);
         Ok(())
     }
-}
-
-/// How the lane-parallel secular evaluations form 1/x, x = (d_i − d_o) − τ.
-trait Reciprocal: Copy {
-    /// 1/x per lane, to a few units in the last place at worst.
-    fn recip<S: pulp::Simd>(self, simd: S, x: S::f64s) -> S::f64s;
-}
-
-/// IEEE division (correctly rounded), on any instruction set.
-#[derive(Debug, Clone, Copy)]
-struct Divide;
-
-impl Reciprocal for Divide {
-    #[inline(always)]
-    fn recip<S: pulp::Simd>(self, simd: S, x: S::f64s) -> S::f64s {
-        simd.div_f64s(simd.splat_f64s(1.0), x)
-    }
-}
-
-/// AVX-512VL on 4-lane (AVX2-width) registers: `vrcp14pd`'s estimate (relative error
-/// < 2⁻¹⁴) refined by two Newton steps e = 1 − x r, r ← r + r e (error ≈ 2⁻⁵⁶ before
-/// rounding, ≤ 2 ulp after; measured in the tests), in about a third of a division's
-/// throughput cost. Where the estimate is infinite (x = ±0 or subnormal) it is kept, as
-/// division would give. Only [`merge_avx512`] creates it, with `S` = `pulp::x86::V3`.
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug, Clone, Copy)]
-struct Rcp14;
-
-#[cfg(target_arch = "x86_64")]
-impl Reciprocal for Rcp14 {
-    #[inline(always)]
-    #[allow(unsafe_code)]
-    fn recip<S: pulp::Simd>(self, simd: S, x: S::f64s) -> S::f64s {
-        use std::arch::x86_64::{__m256d, _mm256_rcp14_pd};
-        let xv: __m256d = pulp::cast(x);
-        // SAFETY: `Rcp14` is only used inside `merge_avx512`, a `#[target_feature(enable =
-        // "avx512f,avx512vl")]` function that is only called after run-time detection of both
-        // features; this function is inlined into it.
-        let estimate: S::f64s = pulp::cast(unsafe { _mm256_rcp14_pd(xv) });
-        let (one, nx) = (simd.splat_f64s(1.0), simd.neg_f64s(x));
-        let mut r = estimate;
-        for _ in 0..2 {
-            let e = simd.mul_add_f64s(nx, r, one);
-            r = simd.mul_add_f64s(r, e, r);
-        }
-        let infinite = simd.equal_f64s(simd.abs_f64s(estimate), simd.splat_f64s(f64::INFINITY));
-        simd.select_f64s(infinite, estimate, r)
-    }
-}
-
-/// [`SecularMerge`] with [`Rcp14`], compiled for AVX2 + FMA + AVX-512F/VL.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-fn merge_avx512(simd: pulp::x86::V3, op: SecularMerge<'_, Rcp14>) -> Result<(), TridiagonalError> {
-    pulp::WithSimd::with_simd(op, simd)
-}
-
-/// Whether this CPU runs [`merge_avx512`] (AVX-512F and AVX-512VL, and pulp's V3 level).
-#[cfg(target_arch = "x86_64")]
-fn avx512_reciprocals() -> Option<pulp::x86::V3> {
-    let ok = std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl");
-    if ok { pulp::x86::V3::try_new() } else { None }
 }
 
 /// Storage sizes of the factors.
@@ -1049,9 +945,8 @@ fn secular_root<S: pulp::Simd>(
 /// those of the scalar solver bit for bit, whatever the instruction set.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn secular_roots<S: pulp::Simd, R: Reciprocal>(
+fn secular_roots<S: pulp::Simd>(
     simd: S,
-    rcp: R,
     d: &[f64],
     z: &[f64],
     rho: f64,
@@ -1069,7 +964,7 @@ fn secular_roots<S: pulp::Simd, R: Reciprocal>(
     for j0 in (0..grouped).step_by(l.max(1)) {
         let scratch = &mut lanes[..k * l];
         let (r, _) = S::as_mut_simd_f64s(scratch);
-        let v = secular_group(simd, rcp, j0, d, z, rho, r)?;
+        let v = secular_group(simd, j0, d, z, rho, r)?;
         S::as_mut_simd_f64s(&mut lam[..l]).0[0] = v;
         let width = l.min(grouped - j0);
         roots[j0..j0 + width].copy_from_slice(&lam[..width]);
@@ -1092,9 +987,8 @@ fn secular_roots<S: pulp::Simd, R: Reciprocal>(
 /// only those indices need a per-lane choice between ψ and φ.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn group_eval<S: pulp::Simd, R: Reciprocal>(
+fn group_eval<S: pulp::Simd>(
     simd: S,
-    rcp: R,
     d: &[f64],
     z: &[f64],
     origin: S::f64s,
@@ -1105,9 +999,8 @@ fn group_eval<S: pulp::Simd, R: Reciprocal>(
 ) -> [S::f64s; 4] {
     /// (z_i, z_i r_i) with r_i = 1/((d_i − d_o) − τ) stored.
     #[inline(always)]
-    fn term<S: pulp::Simd, R: Reciprocal>(
+    fn term<S: pulp::Simd>(
         simd: S,
-        rcp: R,
         di: f64,
         zi: f64,
         origin: S::f64s,
@@ -1115,7 +1008,7 @@ fn group_eval<S: pulp::Simd, R: Reciprocal>(
         rv: &mut S::f64s,
     ) -> (S::f64s, S::f64s) {
         let x = simd.sub_f64s(simd.sub_f64s(simd.splat_f64s(di), origin), tau);
-        let ri = rcp.recip(simd, x);
+        let ri = simd.div_f64s(simd.splat_f64s(1.0), x);
         *rv = ri;
         let zv = simd.splat_f64s(zi);
         (zv, simd.mul_f64s(zv, ri))
@@ -1124,7 +1017,7 @@ fn group_eval<S: pulp::Simd, R: Reciprocal>(
     let (mut psi, mut dpsi, mut phi, mut dphi) = (zero, zero, zero, zero);
     let (d, z, r) = (&d[..r.len()], &z[..r.len()], r);
     for ((&di, &zi), rv) in d[..pmin].iter().zip(&z[..pmin]).zip(&mut r[..pmin]) {
-        let (zv, t) = term(simd, rcp, di, zi, origin, tau, rv);
+        let (zv, t) = term(simd, di, zi, origin, tau, rv);
         psi = simd.mul_add_f64s(zv, t, psi);
         dpsi = simd.mul_add_f64s(t, t, dpsi);
     }
@@ -1132,7 +1025,7 @@ fn group_eval<S: pulp::Simd, R: Reciprocal>(
     for (i, ((&di, &zi), rv)) in
         d[mixed.clone()].iter().zip(&z[mixed.clone()]).zip(&mut r[mixed]).enumerate()
     {
-        let (zv, t) = term(simd, rcp, di, zi, origin, tau, rv);
+        let (zv, t) = term(simd, di, zi, origin, tau, rv);
         let left = simd.less_than_or_equal_f64s(simd.splat_f64s((pmin + i) as f64), p);
         psi = simd.select_f64s(left, simd.mul_add_f64s(zv, t, psi), psi);
         dpsi = simd.select_f64s(left, simd.mul_add_f64s(t, t, dpsi), dpsi);
@@ -1140,7 +1033,7 @@ fn group_eval<S: pulp::Simd, R: Reciprocal>(
         dphi = simd.select_f64s(left, dphi, simd.mul_add_f64s(t, t, dphi));
     }
     for ((&di, &zi), rv) in d[pmax + 1..].iter().zip(&z[pmax + 1..]).zip(&mut r[pmax + 1..]) {
-        let (zv, t) = term(simd, rcp, di, zi, origin, tau, rv);
+        let (zv, t) = term(simd, di, zi, origin, tau, rv);
         phi = simd.mul_add_f64s(zv, t, phi);
         dphi = simd.mul_add_f64s(t, t, dphi);
     }
@@ -1162,9 +1055,8 @@ fn all_lanes<S: pulp::Simd>(simd: S, m: S::m64s) -> bool {
 /// reproduces its reciprocals exactly). On return `r[i]` holds 1/(d_i − λ_j) per lane and
 /// the result is λ_j per lane.
 #[inline(always)]
-fn secular_group<S: pulp::Simd, R: Reciprocal>(
+fn secular_group<S: pulp::Simd>(
     simd: S,
-    rcp: R,
     j0: usize,
     d: &[f64],
     z: &[f64],
@@ -1196,7 +1088,7 @@ fn secular_group<S: pulp::Simd, R: Reciprocal>(
     // λ ∈ (d_j, d_{j+1}); the sign of w at the midpoint gives the nearer pole.
     let del = simd.sub_f64s(dj1, dj);
     let mid = simd.mul_f64s(half, del);
-    let [psi, _, phi, _] = group_eval(simd, rcp, d, z, dj, mid, p, range, r);
+    let [psi, _, phi, _] = group_eval(simd, d, z, dj, mid, p, range, r);
     let w = simd.add_f64s(simd.add_f64s(rhoinv, psi), phi);
     let c = simd.sub_f64s(
         simd.add_f64s(w, simd.div_f64s(za, mid)),
@@ -1237,7 +1129,7 @@ fn secular_group<S: pulp::Simd, R: Reciprocal>(
     let ddp = simd.sub_f64s(dj, origin);
     let ddp1 = simd.sub_f64s(dj1, origin);
 
-    let mut sums = group_eval(simd, rcp, d, z, origin, tau, p, range, r);
+    let mut sums = group_eval(simd, d, z, origin, tau, p, range, r);
     let mut done = simd.less_than_f64s(zero, zero);
     let mut iterations = 0;
     loop {
@@ -1297,7 +1189,7 @@ fn secular_group<S: pulp::Simd, R: Reciprocal>(
             break;
         }
         tau = simd.select_f64s(done, tau, next);
-        sums = group_eval(simd, rcp, d, z, origin, tau, p, range, r);
+        sums = group_eval(simd, d, z, origin, tau, p, range, r);
     }
     Ok(simd.add_f64s(origin, tau))
 }
@@ -1418,14 +1310,13 @@ mod tests {
 
     /// Factors T with the given leaf size, compares with the dense reference and asserts
     /// the tolerances; returns the measured errors.
-    fn check_leaf(name: &str, d: &[f64], e: &[f64], leaf: usize, fast: bool) -> Errors {
+    fn check_leaf(name: &str, d: &[f64], e: &[f64], leaf: usize) -> Errors {
         let n = d.len();
         let t = dense(d, e);
         let (ref_values, ref_vectors) = sym_eigen(&t, true).unwrap();
         let v = ref_vectors.unwrap();
         let norm = ref_values.iter().fold(0.0f64, |a, x| a.max(x.abs()));
         let mut te = TridiagonalEigen::with_leaf_size(n, leaf);
-        te.set_fast_reciprocals(fast);
         te.factor(d, e).unwrap_or_else(|err| panic!("{name}: {err}"));
         let lam = te.eigenvalues().to_vec();
         assert_eq!(lam.len(), n);
@@ -1501,10 +1392,7 @@ mod tests {
     fn check(name: &str, d: &[f64], e: &[f64]) -> Errors {
         let mut worst = Errors::default();
         for leaf in [1, 3, DEFAULT_LEAF_SIZE] {
-            // IEEE division, and the AVX-512 reciprocals (the same path again without AVX-512).
-            for fast in [false, true] {
-                worst = worst.max(check_leaf(name, d, e, leaf, fast));
-            }
+            worst = worst.max(check_leaf(name, d, e, leaf));
         }
         worst
     }
@@ -1798,7 +1686,7 @@ mod tests {
                 return (S::F64_LANES, Ok(()));
             }
             let result = secular_roots(
-                simd, Divide, self.d, self.z, self.rho, zz, self.u, self.roots, &mut dd, &mut lanes,
+                simd, self.d, self.z, self.rho, zz, self.u, self.roots, &mut dd, &mut lanes,
             );
             (S::F64_LANES, result)
         }
@@ -1873,7 +1761,6 @@ mod tests {
             let mut lanes = vec![0.0; k * MAX_LANES];
             secular_roots(
                 pulp::Scalar::new(),
-                Divide,
                 d,
                 z,
                 *rho,
@@ -1955,82 +1842,5 @@ mod tests {
              dispatched SIMD sums: roots {worst_roots} ε max(|d|, ρ), reciprocals {worst_recip} ε \
              (relative)"
         );
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx512_reciprocals_are_within_two_ulps_and_keep_infinities() {
-        /// `Rcp14` on four lanes, as `merge_avx512` runs it.
-        #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-        fn recip4(simd: pulp::x86::V3, x: [f64; 4]) -> [f64; 4] {
-            pulp::cast(Rcp14.recip(simd, pulp::cast(x)))
-        }
-        let Some(simd) = avx512_reciprocals() else {
-            eprintln!("no AVX-512F/VL on this CPU: the reciprocal path is never taken");
-            return;
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: `avx512_reciprocals` detected the features `recip4` is compiled for.
-        let recip = |x: [f64; 4]| unsafe { recip4(simd, x) };
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut worst = 0.0f64;
-        for _ in 0..5_000 {
-            let x: [f64; 4] = std::array::from_fn(|_| {
-                // Magnitudes 1e-300..1e300, both signs, random mantissas.
-                let v = rng.random_range(1.0..10.0) * 10f64.powf(rng.random_range(-300.0..300.0));
-                if rng.random_bool(0.5) { v } else { -v }
-            });
-            for (got, x) in recip(x).iter().zip(x) {
-                let exact = 1.0 / x;
-                worst = worst.max((got - exact).abs() / (exact.abs() * f64::EPSILON));
-            }
-        }
-        eprintln!("AVX-512 reciprocals: worst error {worst:.3} ulp");
-        assert!(worst <= 2.0, "worst reciprocal error {worst} ulp");
-        let special = recip([0.0, -0.0, 1e-320, -1e-320]);
-        assert_eq!(special, [f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY]);
-    }
-
-    #[test]
-    fn fast_reciprocals_agree_with_division() {
-        // The use case (diag + BᵀAB) at the size of the benchmarks' first layer: both ways of
-        // forming the reciprocals give the same spectrum and f(T) x to rounding level.
-        let n = 128;
-        let (d, e) = use_case(n, 4);
-        let mut fast = TridiagonalEigen::new(n);
-        let mut exact = TridiagonalEigen::new(n);
-        exact.set_fast_reciprocals(false);
-        fast.factor(&d, &e).unwrap();
-        exact.factor(&d, &e).unwrap();
-        let norm = inf_norm(exact.eigenvalues());
-        let mut worst = 0.0f64;
-        for (a, b) in fast.eigenvalues().iter().zip(exact.eigenvalues()) {
-            worst = worst.max((a - b).abs() / norm);
-        }
-        assert!(worst <= 4.0 * f64::EPSILON, "eigenvalues differ by {worst:e} ‖T‖");
-        // f(T) x = S f(Λ) Sᵀ x (unique, unlike Sᵀ x within the clusters of this use case).
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let x: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let f = |mu: f64| 1.0 / (mu.abs() + 0.1 * norm);
-        let apply = |te: &mut TridiagonalEigen| {
-            let mut y = x.clone();
-            te.apply_st(&mut y);
-            for (v, &l) in y.iter_mut().zip(te.eigenvalues().to_vec().iter()) {
-                *v *= f(l);
-            }
-            te.apply_s(&mut y);
-            y
-        };
-        let (a, b) = (apply(&mut fast), apply(&mut exact));
-        let diff: Vec<f64> = a.iter().zip(&b).map(|(p, q)| p - q).collect();
-        let rel = inf_norm(&diff) / inf_norm(&b);
-        eprintln!("fast vs division: eigenvalues {worst:e} ‖T‖, f(T) x {rel:e} relative");
-        assert!(rel <= 1e-13, "f(T) x differs by {rel:e}");
-        #[cfg(target_arch = "x86_64")]
-        if avx512_reciprocals().is_some() {
-            // The two paths really differ on this CPU (else the comparison is vacuous).
-            let same = fast.eigenvalues() == exact.eigenvalues() && a == b;
-            assert!(!same, "the AVX-512 path was not taken");
-        }
     }
 }
