@@ -45,9 +45,11 @@
 //! iteration's arithmetic with its branches as lane masks (bit-identical to the one-lane
 //! solver); an evaluation is then k correctly rounded vector divisions and no horizontal
 //! reduction, and the per-iteration model, bracket and convergence logic is shared by L
-//! roots. The divisions bound it: on the n = 128 use case ≈ 5.8 evaluations per group of four
-//! roots (the group runs until its slowest lane stops; ≈ 82 % of the lane evaluations are
-//! needed ones). The leaves' QL iterations are most of the rest of `factor`.
+//! roots. On the n = 128 use case a group of four roots takes ≈ 5.8 evaluations (it runs
+//! until its slowest lane stops; ≈ 82 % of the lane evaluations are needed ones). Replacing
+//! the divisions by Newton-refined reciprocal estimates measured no consistent gain
+//! (docs/performance.md), so the per-iteration model and the waiting lanes are the likelier
+//! bound. The leaves' QL iterations are most of the rest of `factor`.
 
 use crate::linalg::{RotationTarget, tridiagonal_ql};
 
