@@ -102,12 +102,17 @@ impl Bench {
         let (start, end) = (self.next, self.next + self.batch_size);
         self.next = end;
         let xs = self.xs.slice(ndarray::s![start..end, ..]);
+        // The batch the next call will take, so that an optimiser can start on it
+        // (`Optimizer::step_before`), as the trainer lets it.
+        let next_start = if end + self.batch_size > STREAM_LEN { 0 } else { end };
+        let next_xs = self.xs.slice(ndarray::s![next_start..next_start + self.batch_size, ..]);
         self.optimizer
-            .step(
+            .step_before(
                 &mut self.mlp,
                 &xs,
                 Targets::Classes(&self.labels[start..end]),
                 Loss::CrossEntropy,
+                &next_xs,
             )
             .map_err(|e| anyhow!("benchmark step: {e}"))?;
         Ok(())

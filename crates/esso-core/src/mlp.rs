@@ -1,5 +1,7 @@
 //! The multilayer perceptron: construction, single-sample and batched forward passes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ndarray::{Array1, Array2, ArrayRef1, ArrayRef2, Axis, linalg::general_mat_mul};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -28,10 +30,26 @@ use crate::simd::clean_simd_state;
 /// assert_eq!(trace.logits().len(), 3);
 /// # Ok::<(), esso_core::CoreError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mlp {
     activation: Activation,
     params: Params,
+    /// Stamp of the parameter values (see [`Mlp::generation`]); not serialised, and not
+    /// part of equality.
+    #[serde(skip, default = "fresh_generation")]
+    generation: u64,
+}
+
+impl PartialEq for Mlp {
+    fn eq(&self, other: &Self) -> bool {
+        self.activation == other.activation && self.params == other.params
+    }
+}
+
+/// A stamp never handed out before in this process.
+fn fresh_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Mean loss and accuracy of a network on a batch.
@@ -84,7 +102,7 @@ impl Mlp {
     /// # Errors
     /// Never for parameters built by [`Params::new`]; kept fallible for future checks.
     pub fn from_params(params: Params, activation: Activation) -> Result<Self> {
-        Ok(Mlp { activation, params })
+        Ok(Mlp { activation, params, generation: fresh_generation() })
     }
 
     /// A network from layers, checking that they chain and are finite.
@@ -105,9 +123,19 @@ impl Mlp {
         &self.params
     }
 
-    /// The parameters, mutably (shapes cannot change).
+    /// The parameters, mutably (shapes cannot change). Gives the network a new
+    /// [`Mlp::generation`].
     pub fn params_mut(&mut self) -> &mut Params {
+        self.generation = fresh_generation();
         &mut self.params
+    }
+
+    /// A stamp of the parameter values: unique in the process to the last construction or
+    /// [`Mlp::params_mut`] call, so equal stamps mean equal networks (a clone keeps its
+    /// original's stamp until either is borrowed mutably). Caches of values computed from
+    /// the parameters (such as a forward pass done ahead) are valid while it is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The layers.

@@ -266,6 +266,77 @@ pub struct Esso {
 }
 
 impl Esso {
+    /// [`Optimizer::step`]; the fast layer-wise path at B = 1 fuses its in-place update with
+    /// the forward pass of `next_xs` when given.
+    fn step_impl(
+        &mut self,
+        mlp: &mut Mlp,
+        xs: &ArrayRef2<f64>,
+        targets: Targets<'_>,
+        loss: Loss,
+        next_xs: Option<&ArrayRef2<f64>>,
+    ) -> Result<StepReport> {
+        let step = self.state.n_steps;
+        if self.config.scope == CurvatureScope::Layerwise
+            && self.config.lambda_scaling == LambdaScaling::Global
+            && xs.nrows() > 0
+            && targets.len() == xs.nrows()
+        {
+            let lr = self.learning_rate();
+            let fast = crate::esso_fast::fast_step(
+                &mut self.fast,
+                mlp,
+                xs,
+                targets,
+                loss,
+                &self.spectral,
+                lr,
+                next_xs,
+            );
+            if let Some(out) = fast {
+                self.fast_steps += 1;
+                self.state.n_steps = step + 1;
+                self.state.last_finite_loss = Some(out.loss);
+                let mut report = StepReport::from_norms(
+                    step,
+                    xs.nrows(),
+                    out.loss,
+                    out.grad_norm,
+                    out.step_norm,
+                    out.grad_dot_update,
+                    lr,
+                );
+                report.layers = out
+                    .layers
+                    .iter()
+                    .map(|&(min_eigenvalue, max_eigenvalue, n_negative)| SpectrumSummary {
+                        min_eigenvalue,
+                        max_eigenvalue,
+                        n_negative,
+                        lambda: self.spectral.lambda(),
+                    })
+                    .collect();
+                return Ok(report);
+            }
+        }
+        let computed = self.compute(mlp, xs, targets, loss)?;
+        let lr = self.learning_rate();
+        let mut update = computed.direction;
+        update.scale(lr);
+        let new_params = checked_update(step, computed.loss, mlp.params(), &update)?;
+        *mlp.params_mut() = new_params;
+        self.state = EssoState {
+            n_steps: step + 1,
+            last_finite_loss: Some(computed.loss),
+            input_norm_mean: computed.input_norm_mean,
+        };
+        let mut report =
+            StepReport::new(step, xs.nrows(), computed.loss, &computed.gradient, &update, lr);
+        report.layers = computed.spectra;
+        report.network = computed.network;
+        Ok(report)
+    }
+
     /// The hyperparameters.
     pub fn config(&self) -> &EssoConfig {
         &self.config
@@ -565,64 +636,18 @@ impl Optimizer for Esso {
         targets: Targets<'_>,
         loss: Loss,
     ) -> Result<StepReport> {
-        let step = self.state.n_steps;
-        if self.config.scope == CurvatureScope::Layerwise
-            && self.config.lambda_scaling == LambdaScaling::Global
-            && xs.nrows() > 0
-            && targets.len() == xs.nrows()
-        {
-            let lr = self.learning_rate();
-            let fast = crate::esso_fast::fast_step(
-                &mut self.fast,
-                mlp,
-                xs,
-                targets,
-                loss,
-                &self.spectral,
-                lr,
-            );
-            if let Some(out) = fast {
-                self.fast_steps += 1;
-                self.state.n_steps = step + 1;
-                self.state.last_finite_loss = Some(out.loss);
-                let mut report = StepReport::from_norms(
-                    step,
-                    xs.nrows(),
-                    out.loss,
-                    out.grad_norm,
-                    out.step_norm,
-                    out.grad_dot_update,
-                    lr,
-                );
-                report.layers = out
-                    .layers
-                    .iter()
-                    .map(|&(min_eigenvalue, max_eigenvalue, n_negative)| SpectrumSummary {
-                        min_eigenvalue,
-                        max_eigenvalue,
-                        n_negative,
-                        lambda: self.spectral.lambda(),
-                    })
-                    .collect();
-                return Ok(report);
-            }
-        }
-        let computed = self.compute(mlp, xs, targets, loss)?;
-        let lr = self.learning_rate();
-        let mut update = computed.direction;
-        update.scale(lr);
-        let new_params = checked_update(step, computed.loss, mlp.params(), &update)?;
-        *mlp.params_mut() = new_params;
-        self.state = EssoState {
-            n_steps: step + 1,
-            last_finite_loss: Some(computed.loss),
-            input_norm_mean: computed.input_norm_mean,
-        };
-        let mut report =
-            StepReport::new(step, xs.nrows(), computed.loss, &computed.gradient, &update, lr);
-        report.layers = computed.spectra;
-        report.network = computed.network;
-        Ok(report)
+        self.step_impl(mlp, xs, targets, loss, None)
+    }
+
+    fn step_before(
+        &mut self,
+        mlp: &mut Mlp,
+        xs: &ArrayRef2<f64>,
+        targets: Targets<'_>,
+        loss: Loss,
+        next_xs: &ArrayRef2<f64>,
+    ) -> Result<StepReport> {
+        self.step_impl(mlp, xs, targets, loss, Some(next_xs))
     }
 
     fn n_steps(&self) -> u64 {

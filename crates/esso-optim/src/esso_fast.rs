@@ -376,7 +376,8 @@ pub(crate) struct FastOutcome {
 }
 
 /// The layer-wise ESSO step with one global λ, in place: `None` (network untouched) when the
-/// general path must run instead.
+/// general path must run instead. At B = 1 with `next_xs`, the update is fused with the
+/// forward pass of `next_xs` ([`BatchEngine::update_and_forward_next`]).
 pub(crate) fn fast_step(
     ws: &mut FastWorkspace,
     mlp: &mut Mlp,
@@ -385,9 +386,12 @@ pub(crate) fn fast_step(
     loss: Loss,
     f: &SpectralFn,
     lr: f64,
+    next_xs: Option<&ArrayRef2<f64>>,
 ) -> Option<FastOutcome> {
     let engine = &mut ws.engine;
-    if xs.nrows() == 1 {
+    if engine.take_ahead(mlp, xs) {
+        // The forward pass was done by the last step's fused update.
+    } else if xs.nrows() == 1 {
         // Also sums θ² on its pass over W, for the in-place check below.
         engine.forward_single(mlp, xs).ok()?;
     } else {
@@ -498,7 +502,11 @@ pub(crate) fn fast_step(
         step_sq += engine.outer_dot(l, u, u) * scale * scale;
         grad_dot_update -= engine.outer_dot(l, d, u) * scale / b as f64;
     }
-    engine.add_scaled_outer_to(-scale, &ws.u, mlp.params_mut());
+    let fused = next_xs
+        .is_some_and(|next| ws.engine.update_and_forward_next(-scale, Some(&ws.u), mlp, next));
+    if !fused {
+        ws.engine.add_scaled_outer_to(-scale, &ws.u, mlp.params_mut());
+    }
     let layers = (0..n_layers)
         .map(|l| {
             let mut acc = (f64::INFINITY, f64::NEG_INFINITY, 0);

@@ -69,6 +69,28 @@ pub trait Optimizer: Send + std::fmt::Debug {
         loss: Loss,
     ) -> Result<StepReport>;
 
+    /// [`Optimizer::step`], told the inputs `next_xs` of the step that will follow: an
+    /// optimiser may then do part of that step's work on its way (plain SGD at B = 1 fuses
+    /// its in-place update with the forward pass of `next_xs`, one pass over the weights
+    /// instead of two). The network and the report are bit for bit those of
+    /// [`Optimizer::step`]; work done ahead is used only if the next step gets the same
+    /// inputs and the network is unchanged ([`Mlp::generation`]), and is recomputed
+    /// otherwise. The default ignores `next_xs`.
+    ///
+    /// # Errors
+    /// As [`Optimizer::step`].
+    fn step_before(
+        &mut self,
+        mlp: &mut Mlp,
+        xs: &ArrayRef2<f64>,
+        targets: Targets<'_>,
+        loss: Loss,
+        next_xs: &ArrayRef2<f64>,
+    ) -> Result<StepReport> {
+        let _ = next_xs;
+        self.step(mlp, xs, targets, loss)
+    }
+
     /// Number of steps completed (the index of the next step).
     fn n_steps(&self) -> u64;
 

@@ -134,19 +134,16 @@ impl Sgd {
     pub fn config(&self) -> &SgdConfig {
         &self.config
     }
-}
 
-impl Optimizer for Sgd {
-    fn name(&self) -> &'static str {
-        "sgd"
-    }
-
-    fn step(
+    /// [`Optimizer::step`], fusing the in-place update with the forward pass of `next_xs`
+    /// when given (plain SGD, B = 1).
+    fn step_impl(
         &mut self,
         mlp: &mut Mlp,
         xs: &ArrayRef2<f64>,
         targets: Targets<'_>,
         loss: Loss,
+        next_xs: Option<&ArrayRef2<f64>>,
     ) -> Result<StepReport> {
         check_batch(xs, targets)?;
         check_buffer("velocity", self.state.velocity.as_ref(), mlp)?;
@@ -168,7 +165,12 @@ impl Optimizer for Sgd {
             });
             if bounds_ok && ws.engine.params_in_place_safe(mlp) {
                 let grad_norm_sq: f64 = (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l)).sum();
-                ws.engine.add_scaled_gradient_to(-lr / n_samples as f64, mlp.params_mut());
+                let alpha = -lr / n_samples as f64;
+                let fused = next_xs
+                    .is_some_and(|next| ws.engine.update_and_forward_next(alpha, None, mlp, next));
+                if !fused {
+                    ws.engine.add_scaled_gradient_to(alpha, mlp.params_mut());
+                }
                 self.state.n_steps = step + 1;
                 self.state.last_finite_loss = Some(loss_value);
                 let grad_norm = grad_norm_sq.sqrt();
@@ -235,6 +237,33 @@ impl Optimizer for Sgd {
             }
         }
         Ok(report)
+    }
+}
+
+impl Optimizer for Sgd {
+    fn name(&self) -> &'static str {
+        "sgd"
+    }
+
+    fn step(
+        &mut self,
+        mlp: &mut Mlp,
+        xs: &ArrayRef2<f64>,
+        targets: Targets<'_>,
+        loss: Loss,
+    ) -> Result<StepReport> {
+        self.step_impl(mlp, xs, targets, loss, None)
+    }
+
+    fn step_before(
+        &mut self,
+        mlp: &mut Mlp,
+        xs: &ArrayRef2<f64>,
+        targets: Targets<'_>,
+        loss: Loss,
+        next_xs: &ArrayRef2<f64>,
+    ) -> Result<StepReport> {
+        self.step_impl(mlp, xs, targets, loss, Some(next_xs))
     }
 
     fn n_steps(&self) -> u64 {

@@ -309,9 +309,27 @@ impl<'a> Trainer<'a> {
             let order =
                 epoch_order(self.xs.nrows(), progress.epoch, self.config.seed, self.config.shuffle);
             let chunks: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
+            // The next batch is gathered before the step, so that the optimiser can start on
+            // it (`Optimizer::step_before`).
+            let mut ahead: Option<Batch> = None;
             while progress.batch_idx < n_batches {
-                let batch = Batch::gather(self.xs, self.targets, chunks[progress.batch_idx]);
-                let report = optimizer.step(mlp, &batch.xs, batch.targets(), self.loss)?;
+                let batch = match ahead.take() {
+                    Some(batch) => batch,
+                    None => Batch::gather(self.xs, self.targets, chunks[progress.batch_idx]),
+                };
+                ahead = chunks
+                    .get(progress.batch_idx + 1)
+                    .map(|idx| Batch::gather(self.xs, self.targets, idx));
+                let report = match &ahead {
+                    Some(next) => optimizer.step_before(
+                        mlp,
+                        &batch.xs,
+                        batch.targets(),
+                        self.loss,
+                        &next.xs,
+                    )?,
+                    None => optimizer.step(mlp, &batch.xs, batch.targets(), self.loss)?,
+                };
                 last_loss = Some(report.loss);
                 progress.batch_idx += 1;
                 progress.n_steps += 1;

@@ -1,7 +1,7 @@
 //! The first-order steps allocate nothing after the first step: a counting global allocator
 //! (per thread, so the test harness does not interfere) around steps 2..n of SGD (plain, with
-//! momentum) and Adam/AdamW on a fixed batch size, B = 1 (the single-sample kernels) and
-//! B = 4 (the GEMM paths).
+//! momentum) and Adam/AdamW on a fixed batch size, B = 1 (the single-sample kernels, and
+//! SGD's update fused with the next forward pass) and B = 4 (the GEMM paths).
 //!
 //! The only `unsafe` in the workspace: a global allocator must implement the unsafe
 //! `GlobalAlloc` trait; it forwards every call to `System` unchanged.
@@ -76,13 +76,21 @@ fn steps_do_not_allocate(b: usize) {
         let mut opt = config.build().unwrap();
         let targets = Targets::Classes(classes);
         let first = opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy).unwrap();
+        // Prime the buffers of the fused path of `step_before` too.
+        opt.step_before(&mut mlp, &xs, targets, Loss::CrossEntropy, &xs).unwrap();
         let before = allocations();
         let mut last = first.loss;
-        for _ in 0..5 {
-            last = opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy).unwrap().loss;
+        for k in 0..6 {
+            // Plain steps and steps told the next inputs (SGD at B = 1 fuses then).
+            let report = if k % 3 == 0 {
+                opt.step(&mut mlp, &xs, targets, Loss::CrossEntropy)
+            } else {
+                opt.step_before(&mut mlp, &xs, targets, Loss::CrossEntropy, &xs)
+            };
+            last = report.unwrap().loss;
         }
         let n = allocations() - before;
-        assert_eq!(n, 0, "{} B = {b}: {n} allocations in 5 steps", opt.name());
+        assert_eq!(n, 0, "{} B = {b}: {n} allocations in 6 steps", opt.name());
         assert!(last < first.loss, "{} B = {b}: the loss did not decrease", opt.name());
     }
 }
