@@ -416,59 +416,45 @@ pub(crate) fn fast_step(
         u.resize(b * sizes[l + 1], 0.0);
     }
     ws.summaries.resize(b * n_layers, (0.0, 0.0, 0));
-    let n_chunks = b.min(rayon::current_num_threads()).max(1);
+    // One workspace per worker; the samples are handed out one at a time from a shared
+    // queue, so a worker that starts late (a parked thread, a busy core) takes fewer samples
+    // instead of holding up the step. Each sample's result depends only on its inputs, not
+    // on which workspace computes it.
+    let n_workers = b.min(rayon::current_num_threads()).max(1);
     ws.pool.retain(|p| p.fits(mlp));
-    while ws.pool.len() < n_chunks {
+    while ws.pool.len() < n_workers {
         ws.pool.push(CurvatureWorkspace::new(mlp));
     }
-    let chunk_len = b.div_ceil(n_chunks);
-    // Disjoint per-chunk views of the outputs.
-    let mut u_chunks: Vec<Vec<&mut [f64]>> = (0..n_chunks).map(|_| Vec::new()).collect();
-    for (l, u) in ws.u.iter_mut().enumerate() {
-        for (c, part) in u.chunks_mut(chunk_len * sizes[l + 1]).enumerate() {
-            u_chunks[c].push(part);
-        }
-    }
-    let summary_chunks: Vec<&mut [LayerSummary]> =
-        ws.summaries.chunks_mut(chunk_len * n_layers).collect();
+    // Per sample: its index, its row of u in every layer and its summaries.
+    let mut u_rows: Vec<_> =
+        ws.u.iter_mut().enumerate().map(|(l, u)| u.chunks_mut(sizes[l + 1])).collect();
+    let items: Vec<(usize, Vec<&mut [f64]>, &mut [LayerSummary])> = ws
+        .summaries
+        .chunks_mut(n_layers)
+        .enumerate()
+        .map(|(s, summaries)| {
+            let rows = u_rows.iter_mut().filter_map(Iterator::next).collect();
+            (s, rows, summaries)
+        })
+        .collect();
     let engine = &ws.engine;
     let mlp_ref: &Mlp = mlp;
-    let run = |(c, ((cws, mut u_parts), summaries)): (
-        usize,
-        ((&mut CurvatureWorkspace, Vec<&mut [f64]>), &mut [LayerSummary]),
-    )| {
-        let start = c * chunk_len;
-        let end = ((c + 1) * chunk_len).min(b);
-        for s in start..end {
-            let k = s - start;
-            let mut rows: Vec<&mut [f64]> = u_parts
-                .iter_mut()
-                .enumerate()
-                .map(|(l, part)| {
-                    let n = sizes[l + 1];
-                    &mut part[k * n..(k + 1) * n]
-                })
-                .collect();
-            sample_curvature(
-                mlp_ref,
-                engine,
-                s,
-                loss,
-                f,
-                cws,
-                &mut rows,
-                &mut summaries[k * n_layers..(k + 1) * n_layers],
-            )?;
+    let queue = std::sync::Mutex::new(items.into_iter());
+    let work = |cws: &mut CurvatureWorkspace| -> Option<()> {
+        loop {
+            let next = queue.lock().ok()?.next();
+            let Some((s, mut rows, summaries)) = next else {
+                return Some(());
+            };
+            sample_curvature(mlp_ref, engine, s, loss, f, cws, &mut rows, summaries)?;
         }
-        Some(())
     };
-    let jobs = ws.pool[..n_chunks].iter_mut().zip(u_chunks).zip(summary_chunks).enumerate();
-    let ok = if n_chunks == 1 {
-        jobs.map(run).all(|r| r.is_some())
+    let ok = if n_workers == 1 {
+        work(&mut ws.pool[0]).is_some()
     } else {
-        jobs.collect::<Vec<_>>()
-            .into_par_iter()
-            .map(run)
+        ws.pool[..n_workers]
+            .par_iter_mut()
+            .map(work)
             .collect::<Vec<_>>()
             .iter()
             .all(Option::is_some)

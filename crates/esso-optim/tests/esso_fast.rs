@@ -126,3 +126,28 @@ fn a_huge_parameter_sends_a_single_sample_step_to_the_checked_path() {
         assert!(((new - old) - 0.5 * d).abs() <= 1e-12 * old.abs().max(1.0), "{new} vs {old}");
     }
 }
+
+#[test]
+fn batch_steps_do_not_depend_on_the_worker_count() {
+    // The samples of a batch are handed out dynamically to one workspace per worker: the
+    // result must be the same, bit for bit, whatever the pool and whichever workspace gets
+    // which sample.
+    let xs = Array2::from_shape_fn((7, 9), |(i, j)| ((i * 9 + j) as f64 * 0.53).sin());
+    let classes: Vec<usize> = (0..7).map(|i| i % 3).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut net = mlp(&[9, 12, 8, 3], Activation::Tanh, 21);
+            let mut opt = EssoConfig::absolute(0.5, 0.05).build().unwrap();
+            for _ in 0..3 {
+                opt.step(&mut net, &xs, Targets::Classes(&classes), Loss::CrossEntropy).unwrap();
+            }
+            assert_eq!(opt.fast_steps(), 3);
+            net.params().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 4] {
+        assert_eq!(run(threads), one, "{threads} workers");
+    }
+}
