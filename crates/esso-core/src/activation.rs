@@ -30,7 +30,8 @@ pub const DEFAULT_LEAKY_SLOPE: f64 = 0.01;
 pub enum Activation {
     /// σ(z) = z.
     Identity,
-    /// σ(z) = tanh z; σ′ = 1 − tanh², σ″ = −2 tanh (1 − tanh²).
+    /// σ(z) = tanh z; σ′ = 1 − tanh², σ″ = −2 tanh (1 − tanh²). Evaluated by
+    /// [`crate::tanh::tanh`] (branch-free, vectorisable, ≤ 2 ulp).
     Tanh,
     /// σ(z) = 1 / (1 + e^−z); σ′ = σ(1 − σ), σ″ = σ(1 − σ)(1 − 2σ).
     Sigmoid,
@@ -60,7 +61,7 @@ impl Activation {
     pub fn value(self, z: f64) -> f64 {
         match self {
             Activation::Identity => z,
-            Activation::Tanh => z.tanh(),
+            Activation::Tanh => crate::tanh::tanh(z),
             Activation::Sigmoid => sigmoid(z),
             Activation::Softplus => z.max(0.0) + (-z.abs()).exp().ln_1p(),
             Activation::Relu => z.max(0.0),
@@ -69,6 +70,19 @@ impl Activation {
                     z
                 } else {
                     slope * z
+                }
+            }
+        }
+    }
+
+    /// `a[i] = σ(z[i])` over the common length: bit for bit [`Activation::value`], with
+    /// tanh vectorised ([`crate::tanh::tanh_into`]).
+    pub fn values_into(self, z: &[f64], a: &mut [f64]) {
+        match self {
+            Activation::Tanh => crate::tanh::tanh_into(z, a),
+            _ => {
+                for (a, &z) in a.iter_mut().zip(z) {
+                    *a = self.value(z);
                 }
             }
         }

@@ -45,6 +45,7 @@ mod mlp;
 mod params;
 pub mod portable;
 mod simd;
+pub mod tanh;
 
 pub use activation::{Activation, DEFAULT_LEAKY_SLOPE};
 pub use backward::{BackwardTrace, SecondOrderTrace};

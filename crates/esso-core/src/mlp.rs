@@ -207,7 +207,10 @@ impl Mlp {
             if layer_idx + 1 < self.n_layers() {
                 let act = self.activation;
                 let (z, a) = (&trace.pre_activations[layer_idx], &mut trace.inputs[layer_idx + 1]);
-                a.zip_mut_with(z, |a, &z| *a = act.value(z));
+                match (z.as_slice(), a.as_slice_mut()) {
+                    (Some(z), Some(a)) => act.values_into(z, a),
+                    _ => a.zip_mut_with(z, |a, &z| *a = act.value(z)),
+                }
             }
         }
         Ok(())
@@ -248,7 +251,12 @@ impl Mlp {
             general_mat_mul(1.0, &a, &layer.weight().t(), 1.0, &mut z);
             let next = if layer_idx + 1 < self.n_layers() {
                 let act = self.activation;
-                z.mapv(|v| act.value(v))
+                let mut a = Array2::zeros(z.raw_dim());
+                match (z.as_slice(), a.as_slice_mut()) {
+                    (Some(z), Some(a)) => act.values_into(z, a),
+                    _ => a.zip_mut_with(&z, |a, &z| *a = act.value(z)),
+                }
+                a
             } else {
                 Array2::zeros((0, 0))
             };
@@ -357,7 +365,8 @@ impl Mlp {
             if layer_idx + 1 < self.n_layers() {
                 let act = self.activation;
                 a.clear();
-                a.extend(z.iter().map(|&v| act.value(v)));
+                a.resize(z.len(), 0.0);
+                act.values_into(z, a);
             }
         }
         let n_out = self.n_outputs();

@@ -149,9 +149,7 @@ impl BatchEngine {
             clean_simd_state();
             if l + 1 < n_layers {
                 let (z, a) = (&self.pre[l], &mut self.inputs[l + 1]);
-                for (a, &z) in a.iter_mut().zip(z) {
-                    *a = act.value(z);
-                }
+                act.values_into(z, a);
             }
         }
         Ok(())
@@ -197,9 +195,7 @@ impl BatchEngine {
             );
             if l + 1 < n_layers {
                 let (z, a) = (&self.pre[l], &mut self.inputs[l + 1]);
-                for (a, &z) in a.iter_mut().zip(z) {
-                    *a = act.value(z);
-                }
+                act.values_into(z, a);
             }
         }
         self.params_bound = Some(params_sq.sqrt());
@@ -281,9 +277,7 @@ impl BatchEngine {
             pulp::Arch::new().dispatch(UpdateGemv { w, alpha, f, a, bias, x, z });
             if l + 1 < n_layers {
                 let (z, a_next) = (&self.ahead_pre[l], &mut self.ahead_inputs[l + 1]);
-                for (a, &z) in a_next.iter_mut().zip(z) {
-                    *a = act.value(z);
-                }
+                act.values_into(z, a_next);
             }
         }
         self.ahead_params_bound = params_bound;
