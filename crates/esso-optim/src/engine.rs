@@ -663,21 +663,36 @@ impl pulp::WithSimd for UpdateGemv<'_> {
     fn with_simd<S: pulp::Simd>(self, simd: S) -> Self::Output {
         let UpdateGemv { w, alpha, f, a, bias, x, z } = self;
         let n = x.len();
-        let body = n - n % 16;
         let lanes = S::F64_LANES;
         // 16 accumulators in 16 / lanes vectors (every pulp f64 width divides 16).
         let n_vec = 16 / lanes;
         assert_eq!(n_vec * lanes, 16, "SIMD width {lanes} does not divide 16");
-        let (a_body, a_tail) = a.split_at(body);
-        let (x_body, x_tail) = x.split_at(body);
-        let (a_vecs, _) = S::as_simd_f64s(a_body);
-        let (x_vecs, _) = S::as_simd_f64s(x_body);
+        let align = lanes * std::mem::size_of::<f64>();
         for (((row, &fi), z), &b) in w.chunks_exact_mut(n).zip(f).zip(z.iter_mut()).zip(bias) {
             let c = alpha * fi;
             let cv = simd.splat_f64s(c);
-            let (row_body, row_tail) = row.split_at_mut(body);
-            let (w_vecs, _) = S::as_mut_simd_f64s(row_body);
+            // Accumulator m sums W_ij x_j over j ≡ m (mod 16) in increasing j. The first
+            // `head` entries go one by one, so that the vector loads and stores of W are
+            // aligned (a weight matrix from `mmap` starts 16 bytes past a 64-byte line:
+            // split loads measured ≈ 25 % slower); the vector accumulators then hold the
+            // 16 sums rotated by `head`.
+            let misalign = (row.as_ptr() as usize % align) / std::mem::size_of::<f64>();
+            let head = ((lanes - misalign) % lanes).min(n);
+            let body = head + (n - head) / 16 * 16;
+            let mut sums = [0.0f64; 16];
+            for j in 0..head {
+                row[j] = a[j].mul_add(c, row[j]);
+                sums[j] = row[j].mul_add(x[j], sums[j]);
+            }
+            let mut rotated = [0.0f64; 16];
+            for (k, r) in rotated.iter_mut().enumerate() {
+                *r = sums[(head + k) % 16];
+            }
             let mut acc = [simd.splat_f64s(0.0); 16];
+            acc[..n_vec].copy_from_slice(S::as_simd_f64s(&rotated).0);
+            let (w_vecs, _) = S::as_mut_simd_f64s(&mut row[head..body]);
+            let (a_vecs, _) = S::as_simd_f64s(&a[head..body]);
+            let (x_vecs, _) = S::as_simd_f64s(&x[head..body]);
             for ((wv, av), xv) in w_vecs
                 .chunks_exact_mut(n_vec)
                 .zip(a_vecs.chunks_exact(n_vec))
@@ -689,12 +704,13 @@ impl pulp::WithSimd for UpdateGemv<'_> {
                     acc[k] = simd.mul_add_e_f64s(t, xv[k], acc[k]);
                 }
             }
-            let mut sums = [0.0f64; 16];
-            let (sum_vecs, _) = S::as_mut_simd_f64s(&mut sums);
-            sum_vecs.copy_from_slice(&acc[..n_vec]);
-            for (k, ((wv, &av), &xv)) in row_tail.iter_mut().zip(a_tail).zip(x_tail).enumerate() {
-                *wv = av.mul_add(c, *wv);
-                sums[k] = wv.mul_add(xv, sums[k]);
+            S::as_mut_simd_f64s(&mut rotated).0.copy_from_slice(&acc[..n_vec]);
+            for (k, &r) in rotated.iter().enumerate() {
+                sums[(head + k) % 16] = r;
+            }
+            for j in body..n {
+                row[j] = a[j].mul_add(c, row[j]);
+                sums[j % 16] = row[j].mul_add(x[j], sums[j % 16]);
             }
             *z = b + reduce16(&sums);
         }
