@@ -218,13 +218,18 @@ impl LayerSolver {
             self.gram_vectors = vec![0.0; r * r];
             self.t = vec![0.0; r];
         }
-        // K = G Gᵀ (lower triangle) and t = G δ.
+        // K = G Gᵀ (lower triangle) and t = G δ, over contiguous rows (a copy when G or δ
+        // is not in standard layout).
+        let g_std = g.as_standard_layout();
+        let g_rows = g_std.as_slice().expect("standard layout");
+        let delta_std = delta.as_standard_layout();
+        let delta_s = delta_std.as_slice().expect("standard layout");
         for i in 0..r {
-            let gi = g.row(i);
+            let gi = &g_rows[i * n..(i + 1) * n];
             for j in 0..=i {
-                self.gram[i * r + j] = gi.dot(&g.row(j));
+                self.gram[i * r + j] = crate::lanczos::dot(gi, &g_rows[j * n..(j + 1) * n]);
             }
-            self.t[i] = gi.dot(delta);
+            self.t[i] = crate::lanczos::dot(gi, delta_s);
         }
         let solver = self.gram_solver.as_mut().expect("sized above");
         small_sym_eigen(
@@ -265,12 +270,12 @@ impl LayerSolver {
                 *a += self.gram_vectors[i * r + k] * beta;
             }
         }
-        for (j, (u, &d)) in u.iter_mut().zip(delta.iter()).enumerate() {
-            let mut acc = f0 * d;
-            for (i, &a) in alpha.iter().enumerate() {
-                acc += g[[i, j]] * a;
-            }
-            *u = acc;
+        // u = f(0) δ + Gᵀ α, row by row of G.
+        for (u, &d) in u.iter_mut().zip(delta_s) {
+            *u = f0 * d;
+        }
+        for (i, &a) in alpha.iter().enumerate() {
+            crate::lanczos::axpy(a, &g_rows[i * n..(i + 1) * n], u);
         }
         Ok(())
     }
