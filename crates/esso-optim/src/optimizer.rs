@@ -70,9 +70,9 @@ pub trait Optimizer: Send + std::fmt::Debug {
     ) -> Result<StepReport>;
 
     /// [`Optimizer::step`], told the inputs `next_xs` of the step that will follow: an
-    /// optimiser may then do part of that step's work on its way (plain SGD at B = 1 fuses
-    /// its in-place update with the forward pass of `next_xs`, one pass over the weights
-    /// instead of two). The network and the report are bit for bit those of
+    /// optimiser may then do part of that step's work on its way (plain SGD and the layer-wise
+    /// ESSO step at B = 1 fuse their in-place update with the forward pass of `next_xs`, one
+    /// pass over the weights instead of two). The network and the report are bit for bit those of
     /// [`Optimizer::step`]; work done ahead is used only if the next step gets the same
     /// inputs and the network is unchanged ([`Mlp::generation`]), and is recomputed
     /// otherwise. The default ignores `next_xs`.
