@@ -75,7 +75,6 @@ pub struct LayerSolver {
     n: usize,
     dense: DenseSolver,
     coords: Vec<f64>,
-    h: Vec<f64>,
     gram_solver: Option<TridiagonalSolver>,
     gram: Vec<f64>,
     gram_values: Vec<f64>,
@@ -91,7 +90,6 @@ impl LayerSolver {
             n,
             dense: DenseSolver::new(n),
             coords: vec![0.0; n],
-            h: vec![0.0; n * n],
             gram_solver: None,
             gram: Vec::new(),
             gram_values: Vec::new(),
@@ -165,21 +163,33 @@ impl LayerSolver {
     ) -> Result<()> {
         let n = self.n;
         assert_eq!(h.dim(), (n, n), "H has the wrong shape");
+        // The reduction reads the lower triangle straight from the caller's rows (a copy only
+        // when H is not in standard layout).
+        let h_std = h.as_standard_layout();
+        let h_rows = h_std.as_slice().expect("standard layout");
+        // v · 0 is 0 for finite v and NaN otherwise: a branch-free test that vectorises.
+        let mut probe = [0.0f64; 4];
         for i in 0..n {
-            for j in 0..=i {
-                let v = h[[i, j]];
-                if !v.is_finite() {
-                    return Err(HessianError::NonFinite { what: "H_l", layer_idx });
-                }
-                self.h[i * n + j] = v;
+            let row = &h_rows[i * n..i * n + i + 1];
+            let chunks = row.chunks_exact(4);
+            for &v in chunks.remainder() {
+                probe[0] += v * 0.0;
             }
+            for c in chunks {
+                for k in 0..4 {
+                    probe[k] += c[k] * 0.0;
+                }
+            }
+        }
+        if probe.iter().sum::<f64>() != 0.0 {
+            return Err(HessianError::NonFinite { what: "H_l", layer_idx });
         }
         for (x, &d) in self.coords.iter_mut().zip(delta.iter()) {
             *x = d;
         }
         let no_convergence = |_| HessianError::EigenNoConvergence { what: "H_l", layer_idx };
         let dense = &mut self.dense;
-        dense.eigen_coordinates(&self.h, &mut self.coords).map_err(no_convergence)?;
+        dense.eigen_coordinates(h_rows, &mut self.coords).map_err(no_convergence)?;
         // Ascending, in the order of the coordinates.
         let values = dense.eigen.eigenvalues();
         for (slot, &mu) in block_eigenvalues.iter_mut().zip(values) {

@@ -162,8 +162,8 @@ fn sample_curvature(
         }
         let w = weight_ref(next);
         if gram {
-            // G_l = G_{l+1} W_{l+1} diag(s_l), r × n.
-            ws.g_next.clear();
+            // G_l = G_{l+1} W_{l+1} diag(s_l), r × n. (Here and below, buffers that a
+            // product then overwrites entirely with `Accum::Replace` are resized, not cleared.)
             ws.g_next.resize(r * n, 0.0);
             matmul(
                 MatMut::from_row_major_slice_mut(&mut ws.g_next, r, n),
@@ -190,7 +190,6 @@ fn sample_curvature(
             factor_rows = Some(r);
             ws.sigma.clear();
             ws.sigma.resize(r, 1.0);
-            ws.h.clear();
             ws.h.resize(n * n, 0.0);
             let gm = MatRef::from_row_major_slice(&ws.g, r, n);
             matmul(
@@ -209,7 +208,6 @@ fn sample_curvature(
             // Factor form: M_l = [M W_{l+1}; W_{l+1}] diag(s_l), Σ_l = [Σ; c_{l+1}],
             // H_l = M_lᵀ diag(Σ_l) M_l + diag(c_l), lower triangle only.
             let rows = rf + n_above;
-            ws.g_next.clear();
             ws.g_next.resize(rows * n, 0.0);
             let (top, bottom) = ws.g_next.split_at_mut(rf * n);
             matmul(
@@ -238,14 +236,16 @@ fn sample_curvature(
             std::mem::swap(&mut ws.sigma, &mut ws.sigma_next);
             factor_rows = Some(rows);
             // Σ M in x.
-            ws.x.clear();
-            ws.x.extend_from_slice(&ws.g[..rows * n]);
-            for (row, &sg) in ws.x.chunks_exact_mut(n).zip(&ws.sigma) {
-                for v in row.iter_mut() {
-                    *v *= sg;
+            ws.x.resize(rows * n, 0.0);
+            for ((dst, src), &sg) in
+                ws.x.chunks_exact_mut(n).zip(ws.g.chunks_exact(n)).zip(&ws.sigma[..rows])
+            {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v * sg;
                 }
             }
-            ws.h.clear();
+            // Only the lower triangle is written below and read after: the upper one may
+            // keep stale values (no clearing pass).
             ws.h.resize(n * n, 0.0);
             let m = MatRef::from_row_major_slice(&ws.g, rows, n);
             triangular::matmul(
@@ -276,7 +276,6 @@ fn sample_curvature(
                 h_lower_only = false;
             }
             std::mem::swap(&mut ws.h, &mut ws.h_above);
-            ws.x.clear();
             ws.x.resize(n_above * n, 0.0);
             matmul(
                 MatMut::from_row_major_slice_mut(&mut ws.x, n_above, n),
@@ -287,7 +286,6 @@ fn sample_curvature(
                 Par::Seq,
             );
             clean_simd_state();
-            ws.h.clear();
             ws.h.resize(n * n, 0.0);
             matmul(
                 MatMut::from_row_major_slice_mut(&mut ws.h, n, n),
