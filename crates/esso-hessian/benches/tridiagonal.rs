@@ -116,6 +116,9 @@ fn bench(c: &mut Criterion) {
                     })
                 });
             });
+            // Factored here too, so that `st_s` measures S and Sᵀ also when a filter skips
+            // the benchmarks above.
+            te.factor(&d, &e).expect("finite input");
             group.bench_function(BenchmarkId::new(format!("st_s/{name}"), n), |bch| {
                 bch.iter_custom(|iters| {
                     timed(iters, thread, || {
