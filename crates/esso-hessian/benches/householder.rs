@@ -1,5 +1,5 @@
 //! Criterion benchmark of [`esso_hessian::kernels::householder::Tridiagonalizer`] against
-//! faer's `tridiag_in_place` (sequential, set up as `esso_hessian`'s `TridiagonalSolver`
+//! faer's `tridiag_in_place` (sequential, set up as `esso_hessian`'s former `TridiagonalSolver`
 //! does), on the same symmetric H = diag(c) + Bᵀ A B (the ESSO layer's structure: B (n/2)×n,
 //! A symmetric, half of the c_i zero), for n ∈ {64, 128}:
 //!
@@ -98,7 +98,7 @@ impl Faer {
         esso_core::clean_simd_state();
     }
 
-    /// y ← Q Qᵀ y through faer's blocked application (rows 1.., as `TridiagonalSolver`).
+    /// y ← Q Qᵀ y through faer's blocked application (rows 1.., as the former `TridiagonalSolver`).
     fn apply_qt_q(&mut self, v: &mut [f64]) {
         let n = self.n;
         for (i, &x) in v.iter().enumerate() {

@@ -8,17 +8,12 @@
 //! in esso-optim's tests.
 #![allow(clippy::needless_range_loop)] // index-heavy numeric kernels
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd;
-use faer::{Mat, Par};
 use ndarray::{ArrayRef1, ArrayRef2};
 
 use crate::error::{HessianError, Result};
-use esso_core::clean_simd_state;
 
 use crate::kernels::householder::Tridiagonalizer;
 use crate::kernels::tridiagonal::{TridiagonalEigen, TridiagonalError};
-use crate::linalg::{QlNoConvergence, Rows, tridiagonal_ql};
 use crate::spectral::SpectralFn;
 
 /// How [`LayerSolver::solve`] receives a layer's H_l (n × n).
@@ -49,11 +44,13 @@ pub enum LayerHessian<'a> {
 /// u = f(0) δ + Gᵀ Σ_i v_i (f(‖ã‖² σ_i²) − f(0)) (v_iᵀ G δ) / σ_i²
 /// ```
 ///
-/// costs O(r² n + r³). Eigenvalues σ_i² ≤ n·ε·σ_max² are rounding noise of exact zeros
-/// (rank deficiency, dead units) and count as 0.
+/// costs O(r² n + r³). The sum over i is f-weighted K applied to one vector, so K goes
+/// through the dense route's solver too (Householder and divide and conquer on the r × r
+/// matrix, no eigenvectors formed). Eigenvalues σ_i² ≤ n·ε·σ_max² are rounding noise of
+/// exact zeros (rank deficiency, dead units) and count as 0.
 ///
 /// Buffers are sized for n_l at construction; nothing is allocated per call (but for the
-/// r × r eigenvectors of the reduced route).
+/// r × r buffers of the reduced route, on its first call or when r changes).
 ///
 /// # Examples
 /// ```
@@ -75,11 +72,8 @@ pub struct LayerSolver {
     n: usize,
     dense: DenseSolver,
     coords: Vec<f64>,
-    gram_solver: Option<TridiagonalSolver>,
+    gram_solver: Option<DenseSolver>,
     gram: Vec<f64>,
-    gram_values: Vec<f64>,
-    gram_vectors: Vec<f64>,
-    order: Vec<usize>,
     t: Vec<f64>,
 }
 
@@ -92,9 +86,6 @@ impl LayerSolver {
             coords: vec![0.0; n],
             gram_solver: None,
             gram: Vec::new(),
-            gram_values: Vec::new(),
-            gram_vectors: Vec::new(),
-            order: Vec::new(),
             t: Vec::new(),
         }
     }
@@ -221,11 +212,9 @@ impl LayerSolver {
         if !g.iter().all(|v| v.is_finite()) {
             return Err(HessianError::NonFinite { what: "H_l", layer_idx });
         }
-        if self.gram_solver.as_ref().is_none_or(|s| s.n() != r) {
-            self.gram_solver = Some(TridiagonalSolver::new(r));
+        if self.gram_solver.as_ref().is_none_or(|s| s.eigen.n() != r) {
+            self.gram_solver = Some(DenseSolver::new(r));
             self.gram = vec![0.0; r * r];
-            self.gram_values = vec![0.0; r];
-            self.gram_vectors = vec![0.0; r * r];
             self.t = vec![0.0; r];
         }
         // K = G Gᵀ (lower triangle) and t = G δ, over contiguous rows (a copy when G or δ
@@ -241,45 +230,34 @@ impl LayerSolver {
             }
             self.t[i] = crate::lanczos::dot(gi, delta_s);
         }
+        // K = V diag(σ²) Vᵀ by the dense route's solver (Householder, then divide and
+        // conquer, no eigenvectors formed): t ← Vᵀ t, in ascending order of σ².
         let solver = self.gram_solver.as_mut().expect("sized above");
-        small_sym_eigen(
-            solver,
-            &self.gram,
-            &mut self.gram_values,
-            &mut self.gram_vectors,
-            &mut self.order,
-        )
-        .map_err(|_| HessianError::EigenNoConvergence { what: "H_l", layer_idx })?;
-        let max = self.gram_values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        solver
+            .eigen_coordinates(&self.gram, &mut self.t)
+            .map_err(|_| HessianError::EigenNoConvergence { what: "H_l", layer_idx })?;
+        let values = solver.eigen.eigenvalues();
+        let max = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let threshold = n.max(r) as f64 * f64::EPSILON * max;
-        // Non-zero eigenvalues: σ² > threshold (ascending in gram_values).
-        let nonzero: Vec<usize> = (0..r).filter(|&k| self.gram_values[k] > threshold).collect();
-        let n_zero = n - nonzero.len();
+        // The non-zero eigenvalues σ² > threshold, ascending, after the n − rank zeros.
+        let n_nonzero = values.iter().filter(|&&s2| s2 > threshold).count();
+        let n_zero = n - n_nonzero;
         block_eigenvalues[..n_zero].fill(0.0);
-        for (slot, &k) in block_eigenvalues[n_zero..].iter_mut().zip(&nonzero) {
-            *slot = self.gram_values[k] * a_tilde_norm_sq;
+        for (slot, &s2) in
+            block_eigenvalues[n_zero..].iter_mut().zip(values.iter().filter(|&&s2| s2 > threshold))
+        {
+            *slot = s2 * a_tilde_norm_sq;
         }
         if let Some(&min) = block_eigenvalues.first() {
             f.check_min_eigenvalue(min, layer_idx)?;
         }
         let f0 = f.apply(0.0);
-        // α = Σ_i v_i β_i, β_i = (f(e_i) − f(0)) (v_iᵀ t) / σ_i².
-        let mut alpha = [0.0; 64];
-        let mut alpha_vec;
-        let alpha: &mut [f64] = if r <= 64 {
-            &mut alpha[..r]
-        } else {
-            alpha_vec = vec![0.0; r];
-            &mut alpha_vec
-        };
-        for &k in &nonzero {
-            let s2 = self.gram_values[k];
-            let proj: f64 = (0..r).map(|i| self.gram_vectors[i * r + k] * self.t[i]).sum();
-            let beta = (f.apply(s2 * a_tilde_norm_sq) - f0) * proj / s2;
-            for (i, a) in alpha.iter_mut().enumerate() {
-                *a += self.gram_vectors[i * r + k] * beta;
-            }
+        // α = V β, β_i = (f(e_i) − f(0)) (v_iᵀ t) / σ_i² on the non-zero σ_i², 0 elsewhere.
+        for (c, &s2) in self.t.iter_mut().zip(values) {
+            *c = if s2 > threshold { (f.apply(s2 * a_tilde_norm_sq) - f0) * *c / s2 } else { 0.0 };
         }
+        solver.back_transform(&mut self.t);
+        let alpha = &self.t;
         // u = f(0) δ + Gᵀ α, row by row of G.
         for (u, &d) in u.iter_mut().zip(delta_s) {
             *u = f0 * d;
@@ -338,144 +316,6 @@ impl DenseSolver {
         self.eigen.apply_s(v);
         self.householder.apply_q(v);
     }
-}
-
-/// Reusable buffers of [`small_sym_eigen`]: faer's Householder tridiagonalisation and the
-/// implicit QL iteration accumulating the eigenvectors (the r × r Gram route).
-pub(crate) struct TridiagonalSolver {
-    n: usize,
-    trid: Mat<f64>,
-    householder: Mat<f64>,
-    mem: MemBuffer,
-    pub(crate) diag: Vec<f64>,
-    sub: Vec<f64>,
-    /// Q Z for [`small_sym_eigen`] (sized on its first call; empty on the dense route).
-    qz: Mat<f64>,
-}
-
-impl std::fmt::Debug for TridiagonalSolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TridiagonalSolver").field("n", &self.n).finish_non_exhaustive()
-    }
-}
-
-impl Clone for TridiagonalSolver {
-    fn clone(&self) -> Self {
-        TridiagonalSolver::new(self.n)
-    }
-}
-
-impl TridiagonalSolver {
-    pub(crate) fn new(n: usize) -> Self {
-        use faer::dyn_stack::StackReq;
-        use faer::linalg::householder as hh;
-        let par = Par::Seq;
-        let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n).max(1);
-        let req = StackReq::any_of(&[
-            evd::tridiag::tridiag_in_place_scratch::<f64>(n, par, Default::default()),
-            hh::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
-                n.saturating_sub(1),
-                bs,
-                1,
-            ),
-            hh::apply_block_householder_sequence_transpose_on_the_left_in_place_scratch::<f64>(
-                n.saturating_sub(1),
-                bs,
-                1,
-            ),
-            // small_sym_eigen applies Q to all n columns of Z.
-            hh::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
-                n.saturating_sub(1),
-                bs,
-                n,
-            ),
-        ]);
-        TridiagonalSolver {
-            n,
-            trid: Mat::zeros(n, n),
-            householder: Mat::zeros(bs, n.saturating_sub(1)),
-            mem: MemBuffer::new(req),
-            diag: vec![0.0; n],
-            sub: vec![0.0; n],
-            qz: Mat::zeros(0, 0),
-        }
-    }
-
-    pub(crate) fn n(&self) -> usize {
-        self.n
-    }
-}
-
-/// Eigenvalues (ascending) and eigenvectors (columns of the row-major n × n `vectors`) of a
-/// small symmetric matrix (row-major `a`, lower triangle read), by Householder
-/// tridiagonalisation and the implicit QL iteration accumulating Z. For the r × r Gram
-/// matrices of the reduced path (r ≤ a few dozen).
-pub(crate) fn small_sym_eigen(
-    solver: &mut TridiagonalSolver,
-    a: &[f64],
-    values: &mut [f64],
-    vectors: &mut [f64],
-    order: &mut Vec<usize>,
-) -> std::result::Result<(), QlNoConvergence> {
-    use faer::linalg::householder as hh;
-    let n = solver.n;
-    if n == 0 {
-        return Ok(());
-    }
-    for j in 0..n {
-        for i in j..n {
-            solver.trid[(i, j)] = a[i * n + j];
-        }
-    }
-    evd::tridiag::tridiag_in_place(
-        solver.trid.as_mut(),
-        solver.householder.as_mut(),
-        Par::Seq,
-        MemStack::new(&mut solver.mem),
-        Default::default(),
-    );
-    clean_simd_state();
-    for i in 0..n {
-        solver.diag[i] = solver.trid[(i, i)];
-        solver.sub[i] = if i + 1 < n { solver.trid[(i + 1, i)] } else { 0.0 };
-    }
-    // Rows of Z (row-major, in `vectors` as scratch): start from I.
-    vectors.fill(0.0);
-    for i in 0..n {
-        vectors[i * n + i] = 1.0;
-    }
-    tridiagonal_ql(&mut solver.diag, &mut solver.sub, &mut Rows::new(vectors, n))?;
-    // Q Z: apply the reflections to the columns of Z (in a reused faer matrix).
-    if solver.qz.nrows() != n {
-        solver.qz = Mat::zeros(n, n);
-    }
-    let qz = &mut solver.qz;
-    for i in 0..n {
-        for j in 0..n {
-            qz[(i, j)] = vectors[i * n + j];
-        }
-    }
-    if n > 1 {
-        hh::apply_block_householder_sequence_on_the_left_in_place_with_conj(
-            solver.trid.as_ref().submatrix(1, 0, n - 1, n - 1),
-            solver.householder.as_ref(),
-            faer::Conj::No,
-            qz.as_mut().subrows_mut(1, n - 1),
-            Par::Seq,
-            MemStack::new(&mut solver.mem),
-        );
-        clean_simd_state();
-    }
-    order.clear();
-    order.extend(0..n);
-    order.sort_by(|&i, &j| solver.diag[i].total_cmp(&solver.diag[j]));
-    for (k, &src) in order.iter().enumerate() {
-        values[k] = solver.diag[src];
-        for i in 0..n {
-            vectors[i * n + k] = qz[(i, src)];
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -537,21 +377,6 @@ mod tests {
             let mut first = delta.clone();
             DenseSolver::new(n).eigen_coordinates(a.as_slice().unwrap(), &mut first).unwrap();
             assert_eq!(again, first);
-            let mut solver = TridiagonalSolver::new(n);
-            // Small dense eigen with vectors.
-            let mut vals = vec![0.0; n];
-            let mut vecs = vec![0.0; n * n];
-            small_sym_eigen(
-                &mut solver,
-                a.as_slice().unwrap(),
-                &mut vals,
-                &mut vecs,
-                &mut Vec::new(),
-            )
-            .unwrap();
-            let v = Array2::from_shape_vec((n, n), vecs).unwrap();
-            let back = v.dot(&Array2::from_diag(&Array1::from(vals))).dot(&v.t());
-            assert!((&back - &a).iter().all(|d| d.abs() < 1e-13 * scale.max(1.0)));
         }
     }
 
