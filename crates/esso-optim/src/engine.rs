@@ -231,12 +231,18 @@ impl BatchEngine {
     /// [`BatchEngine::forward_backward`] on `next` with the network unchanged takes it
     /// instead of recomputing it.
     ///
+    /// `update_bound` bounds every |entry| of the update (the caller's in-place proof has it:
+    /// max over layers of |α| max_i |f_i| max(max_j |a_j|, 1), the bias seeing a_j = 1);
+    /// added to the bound on max |θ| before the update, it bounds max |θ| after it (finite
+    /// parameters plus a finite update stay finite), for the next step's in-place check.
+    ///
     /// Returns false, and does nothing, unless the last forward pass had one sample and
     /// `next` is one row of the network's input width.
     pub(crate) fn update_and_forward_next(
         &mut self,
         alpha: f64,
         factors: Option<&[Vec<f64>]>,
+        update_bound: f64,
         mlp: &mut Mlp,
         next: &ArrayRef2<f64>,
     ) -> bool {
@@ -254,14 +260,6 @@ impl BatchEngine {
         }
         let act = mlp.activation();
         let factors = factors.unwrap_or(&self.deltas);
-        // max |θ| after the update ≤ the bound before + max_l max_i |α f_i| max(max_j |a_j|, 1)
-        // (the bias sees a_j = 1): finite parameters plus a finite update stay finite.
-        let mut update_bound = 0.0f64;
-        for l in 0..n_layers {
-            let f = max_abs(&factors[l][..self.sizes[l + 1]]);
-            let a = max_abs(&self.inputs[l]).max(1.0);
-            update_bound = update_bound.max(alpha.abs() * f * a);
-        }
         let params_bound = self.params_bound.unwrap_or(f64::NAN) + update_bound;
         for (l, layer) in mlp.params_mut().layers_mut().iter_mut().enumerate() {
             let (mut w, mut bias) = layer.weight_and_bias_mut();

@@ -463,6 +463,7 @@ pub(crate) fn fast_step(
     // Bounds for the in-place update W ← W − (η/B) Σ_s u_s ã_sᵀ.
     let engine = &ws.engine;
     let scale = lr / b as f64;
+    let mut update_bound = 0.0f64;
     for l in 0..n_layers {
         let n = sizes[l + 1];
         let mut bound = 0.0;
@@ -472,6 +473,7 @@ pub(crate) fn fast_step(
         if !within_limit(scale * bound) {
             return None;
         }
+        update_bound = update_bound.max(scale * bound);
     }
     if !engine.params_in_place_safe(mlp) {
         return None;
@@ -486,8 +488,9 @@ pub(crate) fn fast_step(
         step_sq += engine.outer_dot(l, u, u) * scale * scale;
         grad_dot_update -= engine.outer_dot(l, d, u) * scale / b as f64;
     }
-    let fused = next_xs
-        .is_some_and(|next| ws.engine.update_and_forward_next(-scale, Some(&ws.u), mlp, next));
+    let fused = next_xs.is_some_and(|next| {
+        ws.engine.update_and_forward_next(-scale, Some(&ws.u), update_bound, mlp, next)
+    });
     if !fused {
         ws.engine.add_scaled_outer_to(-scale, &ws.u, mlp.params_mut());
     }

@@ -159,15 +159,18 @@ impl Sgd {
             // Plain SGD in place: W ← W − (η/B) Σ_s δ_s ã_sᵀ, one GEMM per layer, when the
             // bounds prove that gradient, update and new parameters are finite.
             let n_layers = ws.engine.n_layers();
-            let bounds_ok = (0..n_layers).all(|l| {
-                let g = ws.engine.gradient_bound(l);
-                g <= IN_PLACE_LIMIT && lr * g <= IN_PLACE_LIMIT
-            });
+            // The largest per-layer bound on |gradient entry| (NaN when one is not finite, so
+            // that the test fails).
+            let g_max = (0..n_layers)
+                .map(|l| ws.engine.gradient_bound(l))
+                .fold(0.0f64, |m, g| if g > m || g.is_nan() { g } else { m });
+            let bounds_ok = g_max <= IN_PLACE_LIMIT && lr * g_max <= IN_PLACE_LIMIT;
             if bounds_ok && ws.engine.params_in_place_safe(mlp) {
                 let grad_norm_sq: f64 = (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l)).sum();
                 let alpha = -lr / n_samples as f64;
-                let fused = next_xs
-                    .is_some_and(|next| ws.engine.update_and_forward_next(alpha, None, mlp, next));
+                let fused = next_xs.is_some_and(|next| {
+                    ws.engine.update_and_forward_next(alpha, None, lr * g_max, mlp, next)
+                });
                 if !fused {
                     ws.engine.add_scaled_gradient_to(alpha, mlp.params_mut());
                 }

@@ -499,7 +499,7 @@ mod multilayer {
         let mut n_refused = 0;
         for b in [1, 3] {
             let (xs, ts, _) = batch(19, 3, b, 4);
-            for value in [f64::MAX, -f64::MAX, 1e300] {
+            for value in [f64::MAX, -f64::MAX, 1e300, 1e150] {
                 for lr in [1e-3, 1e300, 1e306, f64::MAX] {
                     for config in [
                         OptimizerConfig::Sgd(SgdConfig::plain(lr)),
@@ -514,6 +514,23 @@ mod multilayer {
                                 assert!(e.is_divergence(), "{config:?}: {e}");
                                 assert_eq!(mlp, before, "{config:?} θ = {value}");
                                 n_refused += 1;
+                            }
+                        }
+                        // Three steps told the next inputs: SGD at B = 1 fuses its update
+                        // with the next forward pass and carries a bound on max |θ| to the
+                        // next step's in-place proof instead of summing θ².
+                        let mut mlp = poisoned(value);
+                        let mut opt = config.build().unwrap();
+                        for k in 0..3 {
+                            let before = mlp.clone();
+                            let targets = Targets::Values(ts.view());
+                            match opt.step_before(&mut mlp, &xs, targets, Loss::Mse, &xs) {
+                                Ok(_) => assert!(mlp.params().is_finite(), "{config:?} {k}"),
+                                Err(e) => {
+                                    assert!(e.is_divergence(), "{config:?}: {e}");
+                                    assert_eq!(mlp, before, "{config:?} θ = {value}, {k}");
+                                    break;
+                                }
                             }
                         }
                     }
