@@ -2,8 +2,8 @@
 //!
 //! The random bits come from a caller-supplied [`rand::Rng`] (esso uses
 //! `rand_chacha::ChaCha8Rng`, whose stream is specified bit for bit) through `next_u64` only,
-//! and every function here uses only the basic operations (+, −, ×, ÷, √), never the
-//! platform's libm. So initialisation, shuffles, subsets and synthetic datasets are
+//! and every function here uses only the basic operations (+, −, ×, ÷, √, and the correctly
+//! rounded fused multiply-add), never the platform's libm. So initialisation, shuffles, subsets and synthetic datasets are
 //! reproducible everywhere. esso-data and esso-optim use this module rather than their own.
 
 use rand::{Rng, SeedableRng};
@@ -154,14 +154,11 @@ fn pow2(k: i64) -> f64 {
     f64::from_bits(((k + 1023) as u64) << 52)
 }
 
-/// tanh from [`portable_exp`].
+/// tanh: the activation's [`crate::tanh::tanh`], which is already portable (IEEE-754 basic
+/// operations, correctly rounded fused multiply-adds, rounding to integral and bit
+/// manipulation only) and accurate to ≤ 2 ulp, also for small |x|.
 pub fn portable_tanh(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let e = portable_exp(-2.0 * x.abs());
-    let t = (1.0 - e) / (1.0 + e);
-    if x < 0.0 { -t } else { t }
+    crate::tanh::tanh(x)
 }
 
 /// `(sin x, cos x)` from basic operations only, for `|x| ≤ 10⁶` (used for spiral angles).
