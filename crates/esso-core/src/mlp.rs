@@ -364,7 +364,7 @@ impl Mlp {
             clean_simd_state();
             if layer_idx + 1 < self.n_layers() {
                 let act = self.activation;
-                a.clear();
+                // Every entry is overwritten: resize without clearing.
                 a.resize(z.len(), 0.0);
                 act.values_into(z, a);
             }
