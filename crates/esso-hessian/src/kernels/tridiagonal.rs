@@ -43,13 +43,14 @@
 //! merges are small (k ≤ 128), so the secular solver works *across roots*: L roots at once
 //! (L = 4 f64 lanes with AVX2), one per SIMD lane, each lane running exactly the scalar
 //! iteration's arithmetic with its branches as lane masks (bit-identical to the one-lane
-//! solver); an evaluation is then k correctly rounded vector divisions and no horizontal
-//! reduction, and the per-iteration model, bracket and convergence logic is shared by L
-//! roots. On the n = 128 use case a group of four roots takes ≈ 5.8 evaluations (it runs
-//! until its slowest lane stops; ≈ 82 % of the lane evaluations are needed ones). Replacing
-//! the divisions by Newton-refined reciprocal estimates measured no consistent gain
-//! (docs/performance.md), so the per-iteration model and the waiting lanes are the likelier
-//! bound. The leaves' QL iterations are most of the rest of `factor`.
+//! solver); an evaluation then needs no horizontal reduction, and the per-iteration model,
+//! bracket and convergence logic is shared by L roots. On the n = 128 use case a group of
+//! four roots takes ≈ 5.8 evaluations (it runs until its slowest lane stops; ≈ 82 % of the
+//! lane evaluations are needed ones). The divisions bound an evaluation, so the reciprocals
+//! r_i = 1/(d_i − λ) come in pairs from one division, 1/x₀ = x₁/(x₀x₁) and 1/x₁ = x₀/(x₀x₁)
+//! (≤ 1.5 ulp instead of 0.5; two divisions where the product would underflow or overflow):
+//! half the divisions, `factor` 5–21 % faster (docs/performance.md). The leaves' QL
+//! iterations are most of the rest of `factor`.
 
 use crate::linalg::{RotationTarget, tridiagonal_ql};
 
@@ -738,8 +739,47 @@ fn node_s(node: &Node, f: &Factors, y: &mut [f64], t1: &mut [f64], t2: &mut [f64
     }
 }
 
+/// Pair products |x_i x_j| below this are not inverted (two divisions instead): 2⁻¹⁰⁰⁰.
+const PAIR_MIN: f64 = f64::from_bits((1023 - 1000) << 52);
+/// Pair products |x_i x_j| above this are not inverted (two divisions instead): 2¹⁰⁰⁰.
+const PAIR_MAX: f64 = f64::from_bits((1023 + 1000) << 52);
+
+/// The reciprocals of two numbers from one division: with q = 1/(x₀ x₁), 1/x₀ = q x₁ and
+/// 1/x₁ = q x₀, each within 1.5 ulp + O(ε²) (three roundings: the product, the quotient and
+/// the last product) instead of the 0.5 ulp of a division, for half the divisions, which
+/// bound the secular evaluations. Also returns |x₀ x₁|: the pair is valid when it lies in
+/// [`PAIR_MIN`], [`PAIR_MAX`] (no underflow or overflow in the product or its reciprocal);
+/// [`recip_pair_checked`] falls back to two divisions otherwise.
+#[inline(always)]
+fn recip_pair<S: pulp::Simd>(simd: S, x0: S::f64s, x1: S::f64s) -> (S::f64s, S::f64s, S::f64s) {
+    let prod = simd.mul_f64s(x0, x1);
+    let q = simd.div_f64s(simd.splat_f64s(1.0), prod);
+    (simd.mul_f64s(q, x1), simd.mul_f64s(q, x0), simd.abs_f64s(prod))
+}
+
+/// [`recip_pair`] where the pair is valid, two divisions where it is not (per lane).
+#[inline(always)]
+fn recip_pair_checked<S: pulp::Simd>(simd: S, x0: S::f64s, x1: S::f64s) -> (S::f64s, S::f64s) {
+    let (r0, r1, mag) = recip_pair(simd, x0, x1);
+    let valid = simd.and_m64s(
+        simd.greater_than_or_equal_f64s(mag, simd.splat_f64s(PAIR_MIN)),
+        simd.less_than_or_equal_f64s(mag, simd.splat_f64s(PAIR_MAX)),
+    );
+    let one = simd.splat_f64s(1.0);
+    (
+        simd.select_f64s(valid, r0, simd.div_f64s(one, x0)),
+        simd.select_f64s(valid, r1, simd.div_f64s(one, x1)),
+    )
+}
+
 /// Sets r_i = 1/(dd_i − τ) and returns (Σ z_i² r_i, Σ (z_i r_i)²) over i ≤ p and over i > p,
 /// in SIMD registers of `simd`.
+///
+/// The reciprocals come in pairs from one division ([`recip_pair_checked`]): with L the
+/// lanes of `S::f64s`, the SIMD vectors of `dd` are taken two at a time, pairing entry i with
+/// entry i + L; an odd last vector and the entries past the last whole vector are divided
+/// directly. With `pulp::Scalar` (L = 1) the pairs are (0, 1), (2, 3), …, as in
+/// [`group_eval`], so that the lane-parallel solver reproduces this one bit for bit.
 #[inline(always)]
 fn secular_eval<S: pulp::Simd>(
     simd: S,
@@ -749,33 +789,44 @@ fn secular_eval<S: pulp::Simd>(
     r: &mut [f64],
     p: usize,
 ) -> [f64; 4] {
-    #[inline(always)]
-    fn part<S: pulp::Simd>(simd: S, tau: f64, dd: &[f64], z: &[f64], r: &mut [f64]) -> (f64, f64) {
+    {
         let (dh, dt) = S::as_simd_f64s(dd);
-        let (zh, zt) = S::as_simd_f64s(z);
         let (rh, rt) = S::as_mut_simd_f64s(r);
         let (one, vtau) = (simd.splat_f64s(1.0), simd.splat_f64s(tau));
+        let mut pairs = dh.chunks_exact(2);
+        let mut rpairs = rh.chunks_exact_mut(2);
+        for (dv, rv) in (&mut pairs).zip(&mut rpairs) {
+            let x0 = simd.sub_f64s(dv[0], vtau);
+            let x1 = simd.sub_f64s(dv[1], vtau);
+            (rv[0], rv[1]) = recip_pair_checked(simd, x0, x1);
+        }
+        for (dv, rv) in pairs.remainder().iter().zip(rpairs.into_remainder()) {
+            *rv = simd.div_f64s(one, simd.sub_f64s(*dv, vtau));
+        }
+        for (dv, rv) in dt.iter().zip(rt) {
+            *rv = 1.0 / (dv - tau);
+        }
+    }
+    #[inline(always)]
+    fn part<S: pulp::Simd>(simd: S, z: &[f64], r: &[f64]) -> (f64, f64) {
+        let (zh, zt) = S::as_simd_f64s(z);
+        let (rh, rt) = S::as_simd_f64s(r);
         let (mut s, mut ds) = (simd.splat_f64s(0.0), simd.splat_f64s(0.0));
-        for ((&dv, &zv), rv) in dh.iter().zip(zh).zip(rh.iter_mut()) {
-            let ri = simd.div_f64s(one, simd.sub_f64s(dv, vtau));
-            *rv = ri;
+        for (&zv, &ri) in zh.iter().zip(rh) {
             let t = simd.mul_f64s(zv, ri);
             s = simd.mul_add_f64s(zv, t, s);
             ds = simd.mul_add_f64s(t, t, ds);
         }
         let (mut st, mut dst) = (simd.reduce_sum_f64s(s), simd.reduce_sum_f64s(ds));
-        for ((&dv, &zv), rv) in dt.iter().zip(zt).zip(rt.iter_mut()) {
-            let ri = 1.0 / (dv - tau);
-            *rv = ri;
+        for (&zv, &ri) in zt.iter().zip(rt) {
             let t = zv * ri;
             st += zv * t;
             dst += t * t;
         }
         (st, dst)
     }
-    let (rl, rr) = r.split_at_mut(p + 1);
-    let (psi, dpsi) = part(simd, tau, &dd[..=p], &z[..=p], rl);
-    let (phi, dphi) = part(simd, tau, &dd[p + 1..], &z[p + 1..], rr);
+    let (psi, dpsi) = part(simd, &z[..=p], &r[..=p]);
+    let (phi, dphi) = part(simd, &z[p + 1..], &r[p + 1..]);
     [psi, dpsi, phi, dphi]
 }
 
@@ -986,7 +1037,13 @@ fn secular_roots<S: pulp::Simd>(
 /// origin d_o (`origin`), offset τ (`tau`) and split index p (`p`, as f64); sets
 /// `r[i]` = 1/((d_i − d_o) − τ) and returns (Σ_{i≤p} z_i² r_i, Σ_{i≤p} (z_i r_i)²,
 /// Σ_{i>p} z_i² r_i, Σ_{i>p} (z_i r_i)²) per lane. `pmin..=pmax` spans the lanes' p, so
-/// only those indices need a per-lane choice between ψ and φ.
+/// only the pairs that reach into it need a per-lane choice between ψ and φ.
+///
+/// The reciprocals come in pairs (0, 1), (2, 3), … from one division each
+/// ([`recip_pair`]), the last alone when k is odd, exactly as [`secular_eval`] forms them
+/// with `pulp::Scalar`. The fast pass assumes every pair valid and checks afterwards; in the
+/// (never observed) case that a product left [`PAIR_MIN`], [`PAIR_MAX`] the evaluation is
+/// redone with [`recip_pair_checked`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn group_eval<S: pulp::Simd>(
@@ -996,50 +1053,109 @@ fn group_eval<S: pulp::Simd>(
     origin: S::f64s,
     tau: S::f64s,
     p: S::f64s,
-    (pmin, pmax): (usize, usize),
+    range: (usize, usize),
     r: &mut [S::f64s],
 ) -> [S::f64s; 4] {
-    /// (z_i, z_i r_i) with r_i = 1/((d_i − d_o) − τ) stored.
+    let (sums, lo, hi) = group_eval_with::<S, false>(simd, d, z, origin, tau, p, range, r);
+    if simd.reduce_min_f64s(lo) >= PAIR_MIN && simd.reduce_max_f64s(hi) <= PAIR_MAX {
+        sums
+    } else {
+        group_eval_with::<S, true>(simd, d, z, origin, tau, p, range, r).0
+    }
+}
+
+/// [`group_eval`]'s pass, with every pair inverted by [`recip_pair`] (`CHECKED = false`;
+/// also returns the smallest and the largest |x_i x_{i+1}| per lane) or by
+/// [`recip_pair_checked`] (`CHECKED = true`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn group_eval_with<S: pulp::Simd, const CHECKED: bool>(
+    simd: S,
+    d: &[f64],
+    z: &[f64],
+    origin: S::f64s,
+    tau: S::f64s,
+    p: S::f64s,
+    (pmin, pmax): (usize, usize),
+    r: &mut [S::f64s],
+) -> ([S::f64s; 4], S::f64s, S::f64s) {
+    /// (d_i − d_o) − τ per lane.
     #[inline(always)]
-    fn term<S: pulp::Simd>(
+    fn x<S: pulp::Simd>(simd: S, di: f64, origin: S::f64s, tau: S::f64s) -> S::f64s {
+        simd.sub_f64s(simd.sub_f64s(simd.splat_f64s(di), origin), tau)
+    }
+    /// Sets r_i and r_{i+1}, tracking the smallest and largest pair product.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn pair<S: pulp::Simd, const CHECKED: bool>(
         simd: S,
-        di: f64,
-        zi: f64,
+        i: usize,
+        d: &[f64],
         origin: S::f64s,
         tau: S::f64s,
-        rv: &mut S::f64s,
-    ) -> (S::f64s, S::f64s) {
-        let x = simd.sub_f64s(simd.sub_f64s(simd.splat_f64s(di), origin), tau);
-        let ri = simd.div_f64s(simd.splat_f64s(1.0), x);
-        *rv = ri;
-        let zv = simd.splat_f64s(zi);
-        (zv, simd.mul_f64s(zv, ri))
+        r: &mut [S::f64s],
+        lo: &mut S::f64s,
+        hi: &mut S::f64s,
+    ) {
+        let (x0, x1) = (x(simd, d[i], origin, tau), x(simd, d[i + 1], origin, tau));
+        if CHECKED {
+            (r[i], r[i + 1]) = recip_pair_checked(simd, x0, x1);
+        } else {
+            let mag;
+            (r[i], r[i + 1], mag) = recip_pair(simd, x0, x1);
+            *lo = simd.min_f64s(*lo, mag);
+            *hi = simd.max_f64s(*hi, mag);
+        }
     }
+    let k = r.len();
+    let (d, z) = (&d[..k], &z[..k]);
+    let (mut lo, mut hi) = (simd.splat_f64s(f64::INFINITY), simd.splat_f64s(0.0));
     let zero = simd.splat_f64s(0.0);
     let (mut psi, mut dpsi, mut phi, mut dphi) = (zero, zero, zero, zero);
-    let (d, z, r) = (&d[..r.len()], &z[..r.len()], r);
-    for ((&di, &zi), rv) in d[..pmin].iter().zip(&z[..pmin]).zip(&mut r[..pmin]) {
-        let (zv, t) = term(simd, di, zi, origin, tau, rv);
-        psi = simd.mul_add_f64s(zv, t, psi);
-        dpsi = simd.mul_add_f64s(t, t, dpsi);
+    let npairs = k / 2;
+    // Pairs 0..left have both entries below pmin; pairs right.. both above pmax.
+    let left = pmin / 2;
+    let right = (pmax / 2 + 1).min(npairs);
+    for m in 0..left {
+        let i = 2 * m;
+        pair::<S, CHECKED>(simd, i, d, origin, tau, r, &mut lo, &mut hi);
+        for (&zi, &ri) in z[i..i + 2].iter().zip(&r[i..i + 2]) {
+            let (zv, t) = (simd.splat_f64s(zi), simd.mul_f64s(simd.splat_f64s(zi), ri));
+            psi = simd.mul_add_f64s(zv, t, psi);
+            dpsi = simd.mul_add_f64s(t, t, dpsi);
+        }
     }
-    let mixed = pmin..pmax + 1;
-    for (i, ((&di, &zi), rv)) in
-        d[mixed.clone()].iter().zip(&z[mixed.clone()]).zip(&mut r[mixed]).enumerate()
-    {
-        let (zv, t) = term(simd, di, zi, origin, tau, rv);
-        let left = simd.less_than_or_equal_f64s(simd.splat_f64s((pmin + i) as f64), p);
-        psi = simd.select_f64s(left, simd.mul_add_f64s(zv, t, psi), psi);
-        dpsi = simd.select_f64s(left, simd.mul_add_f64s(t, t, dpsi), dpsi);
-        phi = simd.select_f64s(left, phi, simd.mul_add_f64s(zv, t, phi));
-        dphi = simd.select_f64s(left, dphi, simd.mul_add_f64s(t, t, dphi));
+    for m in left..right {
+        let i = 2 * m;
+        pair::<S, CHECKED>(simd, i, d, origin, tau, r, &mut lo, &mut hi);
+        for (j, (&zi, &ri)) in z[i..i + 2].iter().zip(&r[i..i + 2]).enumerate() {
+            let (zv, t) = (simd.splat_f64s(zi), simd.mul_f64s(simd.splat_f64s(zi), ri));
+            let below = simd.less_than_or_equal_f64s(simd.splat_f64s((i + j) as f64), p);
+            psi = simd.select_f64s(below, simd.mul_add_f64s(zv, t, psi), psi);
+            dpsi = simd.select_f64s(below, simd.mul_add_f64s(t, t, dpsi), dpsi);
+            phi = simd.select_f64s(below, phi, simd.mul_add_f64s(zv, t, phi));
+            dphi = simd.select_f64s(below, dphi, simd.mul_add_f64s(t, t, dphi));
+        }
     }
-    for ((&di, &zi), rv) in d[pmax + 1..].iter().zip(&z[pmax + 1..]).zip(&mut r[pmax + 1..]) {
-        let (zv, t) = term(simd, di, zi, origin, tau, rv);
+    for m in right..npairs {
+        let i = 2 * m;
+        pair::<S, CHECKED>(simd, i, d, origin, tau, r, &mut lo, &mut hi);
+        for (&zi, &ri) in z[i..i + 2].iter().zip(&r[i..i + 2]) {
+            let (zv, t) = (simd.splat_f64s(zi), simd.mul_f64s(simd.splat_f64s(zi), ri));
+            phi = simd.mul_add_f64s(zv, t, phi);
+            dphi = simd.mul_add_f64s(t, t, dphi);
+        }
+    }
+    if k % 2 == 1 {
+        // The last index is above every lane's p (p ≤ k − 2).
+        let i = k - 1;
+        let ri = simd.div_f64s(simd.splat_f64s(1.0), x(simd, d[i], origin, tau));
+        r[i] = ri;
+        let (zv, t) = (simd.splat_f64s(z[i]), simd.mul_f64s(simd.splat_f64s(z[i]), ri));
         phi = simd.mul_add_f64s(zv, t, phi);
         dphi = simd.mul_add_f64s(t, t, dphi);
     }
-    [psi, dpsi, phi, dphi]
+    ([psi, dpsi, phi, dphi], lo, hi)
 }
 
 /// Whether every lane of `m` is set.
@@ -1720,6 +1836,69 @@ mod tests {
             *v /= nz;
         }
         (d, z, rng.random_range(0.05..5.0))
+    }
+
+    #[test]
+    fn reciprocal_pairs_whose_product_underflows_fall_back_to_divisions() {
+        // Poles 1e-200 apart: near those roots both entries of a pair are ≈ 1e-200, their
+        // product underflows, and the reciprocals must come from divisions.
+        let d = [0.0, 1e-200, 3e-200, 0.5, 0.5 + 1e-12, 1.0, 2.0];
+        let z: Vec<f64> =
+            [0.3, 0.5, 0.4, 0.6, 0.37, 0.2, 0.25].iter().map(|v| v / 1.0954).collect();
+        let rho = 0.7;
+        let k = d.len();
+        let zz: f64 = z.iter().map(|v| v * v).sum();
+        for lanes in [false, true] {
+            let (mut u, mut roots) = (vec![0.0; k * k], vec![0.0; k]);
+            if lanes {
+                let mut scratch = (vec![0.0; k], vec![0.0; k * MAX_LANES]);
+                secular_roots(
+                    pulp::Scalar::new(),
+                    &d,
+                    &z,
+                    rho,
+                    zz,
+                    &mut u,
+                    &mut roots,
+                    &mut scratch.0,
+                    &mut scratch.1,
+                )
+                .unwrap();
+                let (mut u_disp, mut roots_disp) = (vec![0.0; k * k], vec![0.0; k]);
+                pulp::Arch::new()
+                    .dispatch(DispatchedRoots {
+                        d: &d,
+                        z: &z,
+                        rho,
+                        u: &mut u_disp,
+                        roots: &mut roots_disp,
+                        one_at_a_time: false,
+                    })
+                    .1
+                    .unwrap();
+                assert_eq!(roots[..k - 1], roots_disp[..k - 1], "dispatched lanes");
+                assert_eq!(u[..(k - 1) * k], u_disp[..(k - 1) * k], "dispatched lanes");
+            } else {
+                let mut dd = vec![0.0; k];
+                for j in 0..k {
+                    let row = &mut u[j * k..(j + 1) * k];
+                    roots[j] = secular_root(pulp::Scalar::new(), j, &d, &z, rho, zz, row, &mut dd)
+                        .unwrap();
+                }
+            }
+            for j in 0..k {
+                assert!(roots[j] > d[j] && (j + 1 == k || roots[j] < d[j + 1]), "root {j}");
+                for i in 0..k {
+                    let scale = d[i].abs().max(roots[j].abs());
+                    let diff = 1.0 / u[j * k + i];
+                    assert!(
+                        (diff - (d[i] - roots[j])).abs() <= 4.0 * f64::EPSILON * scale,
+                        "lanes {lanes}, root {j}, pole {i}: 1/r = {diff:e}, d − λ = {:e}",
+                        d[i] - roots[j]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
