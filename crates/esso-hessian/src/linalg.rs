@@ -207,7 +207,7 @@ pub(crate) fn tridiagonal_ql(
 /// √(a² + b²): directly when the squares can neither overflow nor underflow (the common
 /// case, ~5x cheaper than libm's `hypot`), else by `hypot`.
 #[inline]
-fn pythag(a: f64, b: f64) -> f64 {
+pub(crate) fn pythag(a: f64, b: f64) -> f64 {
     let m = a.abs().max(b.abs());
     if m > 1e-150 && m < 1e150 { (a * a + b * b).sqrt() } else { a.hypot(b) }
 }

@@ -417,20 +417,39 @@ impl BatchEngine {
         self.accumulate_outer(alpha, Accum::Add, factors, params);
     }
 
-    /// Σ_{s,t} (x_s·y_t)(ã_s·ã_t) for per-sample left factors x, y of layer l (B × n_l):
-    /// ⟨Σ_s x_s ã_sᵀ, Σ_t y_t ã_tᵀ⟩ without forming the matrices.
-    pub(crate) fn outer_dot(&self, l: usize, x: &[f64], y: &[f64]) -> f64 {
+    /// For per-sample left factors x, y of layer l (B × n_l), the three inner products
+    /// ⟨X, X⟩, ⟨Y, Y⟩ and ⟨X, Y⟩ of X = Σ_s x_s ã_sᵀ and Y = Σ_t y_t ã_tᵀ without forming the
+    /// matrices: each Σ_{s,t} (x_s·y_t)(ã_s·ã_t), summed over s then t. The Gram matrix
+    /// ã_s·ã_t of the inputs (the long dot products, n_{l−1} + 1 entries) is computed once
+    /// for the three sums, in `gram` (resized to B²).
+    pub(crate) fn outer_dots(
+        &self,
+        l: usize,
+        x: &[f64],
+        y: &[f64],
+        gram: &mut Vec<f64>,
+    ) -> [f64; 3] {
         let b = self.n_samples;
         let n = self.sizes[l + 1];
-        let mut total = 0.0;
+        gram.resize(b * b, 0.0);
         for s in 0..b {
-            for t in 0..b {
-                let xy = dot(&x[s * n..(s + 1) * n], &y[t * n..(t + 1) * n]);
+            for t in 0..=s {
+                // dot is symmetric bit for bit (the same products, the same order).
                 let aa = dot(self.input(l, s), self.input(l, t)) + 1.0;
-                total += xy * aa;
+                gram[s * b + t] = aa;
+                gram[t * b + s] = aa;
             }
         }
-        total
+        let mut totals = [0.0; 3];
+        for (s, (xs, ys)) in x.chunks_exact(n).zip(y.chunks_exact(n)).take(b).enumerate() {
+            for (t, (xt, yt)) in x.chunks_exact(n).zip(y.chunks_exact(n)).take(b).enumerate() {
+                let aa = gram[s * b + t];
+                totals[0] += dot(xs, xt) * aa;
+                totals[1] += dot(ys, yt) * aa;
+                totals[2] += dot(xs, yt) * aa;
+            }
+        }
+        totals
     }
 
     /// δ_l of every sample, B × n_l row-major.

@@ -361,6 +361,8 @@ pub(crate) struct FastWorkspace {
     /// Per sample, per layer eigenvalue summaries.
     summaries: Vec<LayerSummary>,
     pool: Vec<CurvatureWorkspace>,
+    /// The inputs' Gram matrix of [`BatchEngine::outer_dots`] (B × B).
+    gram: Vec<f64>,
 }
 
 /// What the fast step measured.
@@ -484,9 +486,10 @@ pub(crate) fn fast_step(
     let mut grad_dot_update = 0.0;
     for l in 0..n_layers {
         let (d, u) = (engine.deltas(l), &ws.u[l]);
-        grad_sq += engine.outer_dot(l, d, d) * inv_b2;
-        step_sq += engine.outer_dot(l, u, u) * scale * scale;
-        grad_dot_update -= engine.outer_dot(l, d, u) * scale / b as f64;
+        let [dd, uu, du] = engine.outer_dots(l, d, u, &mut ws.gram);
+        grad_sq += dd * inv_b2;
+        step_sq += uu * scale * scale;
+        grad_dot_update -= du * scale / b as f64;
     }
     let fused = next_xs.is_some_and(|next| {
         ws.engine.update_and_forward_next(-scale, Some(&ws.u), update_bound, mlp, next)

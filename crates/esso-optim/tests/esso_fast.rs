@@ -26,7 +26,7 @@ fn check(mut net: Mlp, xs: &Array2<f64>, loss: Loss, label: &str) {
     };
     let config = EssoConfig::absolute(0.5, 0.05);
     let mut general = config.build().unwrap();
-    let (_, _, direction) = general.direction(&net, xs, targets, loss).unwrap();
+    let (_, gradient, direction) = general.direction(&net, xs, targets, loss).unwrap();
     let before = net.params().clone();
     let mut fast = config.build().unwrap();
     let report = fast.step(&mut net, xs, targets, loss).unwrap();
@@ -57,8 +57,23 @@ fn check(mut net: Mlp, xs: &Array2<f64>, loss: Loss, label: &str) {
         assert!((summary.max_eigenvalue - max).abs() <= tol, "{label} layer {l}: max");
         assert_eq!(summary.n_negative, negative, "{label} layer {l}: negatives");
     }
-    assert!(report.grad_norm.is_finite() && report.step_norm > 0.0);
-    assert!(report.cos_to_neg_grad.unwrap() > 0.0, "{label}: not a descent direction");
+    // ‖g‖, ‖η d‖ and cos(−g, η d) (the update is θ ← θ + η d), from the rank-one factors on
+    // the fast path, against the general path's materialised g and d (η = 0.5).
+    let norm = |p: &esso_core::Params| p.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let (g_norm, d_norm) = (norm(&gradient), norm(&direction));
+    let g_dot_d = gradient.iter().zip(direction.iter()).map(|(g, d)| g * d).sum::<f64>();
+    let cos = -g_dot_d / (g_norm * d_norm);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs().max(1e-300);
+    assert!(close(report.grad_norm, g_norm), "{label}: ‖g‖ {} vs {g_norm}", report.grad_norm);
+    assert!(
+        close(report.step_norm, 0.5 * d_norm),
+        "{label}: ‖η d‖ {} vs {}",
+        report.step_norm,
+        0.5 * d_norm
+    );
+    let reported = report.cos_to_neg_grad.unwrap();
+    assert!((reported - cos).abs() <= 1e-10, "{label}: cos {reported} vs {cos}");
+    assert!(reported > 0.0, "{label}: not a descent direction");
 }
 
 #[test]

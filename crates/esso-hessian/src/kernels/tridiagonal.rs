@@ -52,7 +52,7 @@
 //! half the divisions, `factor` 5–21 % faster (docs/performance.md). The leaves' QL
 //! iterations are most of the rest of `factor`.
 
-use crate::linalg::{RotationTarget, tridiagonal_ql};
+use crate::linalg::{RotationTarget, pythag, tridiagonal_ql};
 
 /// The default largest leaf of the divide-and-conquer tree (leaves are solved by the QL
 /// iteration with their eigenvector matrix formed explicitly).
@@ -494,7 +494,7 @@ impl TridiagonalEigen {
                 prev = Some(q);
                 continue;
             };
-            let tau = z[p].hypot(z[q]);
+            let tau = pythag(z[p], z[q]);
             let c = z[q] / tau;
             let s = -z[p] / tau;
             let t = dmod[q] - dmod[p];
