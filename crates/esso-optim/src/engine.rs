@@ -39,9 +39,11 @@ pub(crate) struct BatchEngine {
     /// W_{l+1}ᵀ δ_{l+1} for hidden layers (δ_l before the factor σ′(z_l)).
     backs: Vec<Vec<f64>>,
     losses: Vec<f64>,
-    /// An upper bound on max |θ| of the network of the last forward pass when known (B = 1):
-    /// √(Σ θ²) summed on the forward pass's way, or a bound carried through a fused update;
-    /// NaN or ∞ when a parameter is not finite; `None` otherwise.
+    /// An upper bound on max |θ| of the network of the last forward pass when known: at
+    /// B = 1 √(Σ θ²) summed on the forward pass's way, or a bound carried through a fused
+    /// update; at any B a bound carried through the in-place update that produced the
+    /// network ([`BatchEngine::carry_params_bound`]); NaN or ∞ when a parameter is not
+    /// finite; `None` otherwise.
     params_bound: Option<f64>,
     /// The forward pass of one sample done ahead by
     /// [`BatchEngine::update_and_forward_next`]: a_{l−1} (`ahead_inputs[0]` is the sample)
@@ -51,6 +53,11 @@ pub(crate) struct BatchEngine {
     ahead_pre: Vec<Vec<f64>>,
     ahead_params_bound: f64,
     ahead_generation: Option<u64>,
+    /// A bound on max |θ| after an in-place update that was not fused with the next forward
+    /// pass (B > 1, or no next batch announced), with the [`Mlp::generation`] of the updated
+    /// network: the next forward pass of that network starts from it instead of a scan of
+    /// the parameters ([`BatchEngine::carry_params_bound`]).
+    carried_bound: Option<(f64, u64)>,
 }
 
 impl BatchEngine {
@@ -161,7 +168,10 @@ impl BatchEngine {
             return Err(CoreError::BatchWidth { expected: mlp.n_inputs(), got: xs.ncols() }.into());
         }
         self.prepare(mlp, xs.nrows());
-        self.params_bound = None;
+        self.params_bound = self
+            .carried_bound
+            .take()
+            .and_then(|(bound, generation)| (generation == mlp.generation()).then_some(bound));
         let n_in = mlp.n_inputs();
         for (s, row) in xs.rows().into_iter().enumerate() {
             let dst = &mut self.inputs[0][s * n_in..(s + 1) * n_in];
@@ -176,7 +186,7 @@ impl BatchEngine {
     /// The forward pass of one sample (B = 1), as [`BatchEngine::forward`] but with one
     /// matrix-vector kernel per layer instead of a faer GEMM call: four rows of W at a time,
     /// z_i = b_i + Σ_j W_ij a_j with fused multiply-adds, and Σ θ² of the whole network on
-    /// the same pass over W (recorded for [`BatchEngine::params_in_place_safe`]), so that the
+    /// the same pass over W (recorded for [`BatchEngine::params_in_place_bound`]), so that the
     /// in-place steps need no separate scan of the parameters.
     ///
     /// # Errors
@@ -283,15 +293,23 @@ impl BatchEngine {
         true
     }
 
-    /// Whether every parameter of `mlp` is finite with |θ| ≤ [`IN_PLACE_LIMIT`]: from the
-    /// bound on max |θ| of the last forward pass when it has one (B = 1) within the limit,
-    /// else by [`params_in_place_safe`] (|θ| ≤ √MAX). `mlp` must be the network of that
-    /// pass, unchanged since.
-    pub(crate) fn params_in_place_safe(&self, mlp: &Mlp) -> bool {
+    /// A bound on max |θ| of `mlp` that proves every parameter finite with
+    /// |θ| ≤ [`IN_PLACE_LIMIT`], or `None`: the bound of the last forward pass when it has
+    /// one (B = 1, or carried through the last in-place update) within the limit, else
+    /// [`params_scan_bound`] (one pass over the parameters, |θ| ≤ √MAX). `mlp` must be the
+    /// network of that pass, unchanged since.
+    pub(crate) fn params_in_place_bound(&self, mlp: &Mlp) -> Option<f64> {
         match self.params_bound {
-            Some(bound) if within_limit(bound) => true,
-            _ => params_in_place_safe(mlp.params()),
+            Some(bound) if within_limit(bound) => Some(bound),
+            _ => Some(params_scan_bound(mlp.params())).filter(|&bound| within_limit(bound)),
         }
+    }
+
+    /// Records `bound` (≥ max |θ|) for `mlp` as it is now, after an in-place update: the next
+    /// forward pass of this network (same [`Mlp::generation`]) takes it as its bound, any
+    /// other forward pass forgets it.
+    pub(crate) fn carry_params_bound(&mut self, bound: f64, mlp: &Mlp) {
+        self.carried_bound = Some((bound, mlp.generation()));
     }
 
     /// Per-sample losses and output deltas δ_L = ∂ℓ/∂z_L. Returns the mean loss, summed in
@@ -346,7 +364,7 @@ impl BatchEngine {
     /// Forward pass, per-sample losses and δ_L, and backpropagation of one batch (what every
     /// first-order step starts with); returns the mean loss. A single sample takes
     /// [`BatchEngine::forward_single`] (which also gives
-    /// [`BatchEngine::params_in_place_safe`] for free).
+    /// [`BatchEngine::params_in_place_bound`] for free).
     ///
     /// # Errors
     /// As [`BatchEngine::forward`] and [`BatchEngine::losses_and_deltas`], and
@@ -562,16 +580,17 @@ pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// Whether every parameter is finite and at most [`IN_PLACE_LIMIT`] in magnitude, by one SIMD
-/// pass of Σ θ²: a finite sum means no NaN, no ∞ and |θ| ≤ √MAX. Conservative: a sum that
-/// overflows only sends the caller to the checked path.
-pub(crate) fn params_in_place_safe(params: &Params) -> bool {
-    params.slices().all(|s| {
-        vectorized(
+/// A bound on max |θ| by one SIMD pass of Σ θ² per parameter slice: the largest √(Σ θ²).
+/// Not finite (∞ or NaN) when a parameter is not finite or a sum overflows (|θ| ≳ √MAX), so
+/// that [`within_limit`] sends the caller to the checked path.
+pub(crate) fn params_scan_bound(params: &Params) -> f64 {
+    params.slices().fold(0.0f64, |bound, s| {
+        let sq = vectorized(
             #[inline(always)]
             || sum_of_squares(s),
-        )
-        .is_finite()
+        );
+        // NaN propagates (f64::max would drop it).
+        if sq.is_finite() { bound.max(sq.sqrt()) } else { f64::INFINITY }
     })
 }
 
@@ -832,25 +851,68 @@ mod tests {
             let norm_sq = mlp.params().norm().powi(2);
             let sq = single.params_bound.unwrap().powi(2);
             assert!((sq - norm_sq).abs() <= 1e-14 * norm_sq, "{act}: {sq} vs {norm_sq}");
-            assert!(single.params_in_place_safe(&mlp) && batched.params_in_place_safe(&mlp));
+            assert!(single.params_in_place_bound(&mlp).is_some());
+            assert!(batched.params_in_place_bound(&mlp).is_some());
             assert_eq!(batched.params_bound, None);
             for (value, safe) in [(1e150, true), (1e160, false), (f64::INFINITY, false)] {
                 for l in 0..3 {
                     let mut poisoned = mlp.clone();
                     poisoned.params_mut().layers_mut()[l].bias_mut()[1] = value;
                     single.forward_single(&poisoned, &xs).unwrap();
-                    assert_eq!(single.params_in_place_safe(&poisoned), safe, "{l} {value}");
+                    assert_eq!(
+                        single.params_in_place_bound(&poisoned).is_some(),
+                        safe,
+                        "{l} {value}"
+                    );
                     poisoned = mlp.clone();
                     poisoned.params_mut().layers_mut()[l].weight_mut()[[2, 15]] = -value;
                     single.forward_single(&poisoned, &xs).unwrap();
-                    assert_eq!(single.params_in_place_safe(&poisoned), safe, "{l} {value}");
-                    assert_eq!(params_in_place_safe(poisoned.params()), safe, "{l} {value}");
+                    assert_eq!(
+                        single.params_in_place_bound(&poisoned).is_some(),
+                        safe,
+                        "{l} {value}"
+                    );
+                    assert_eq!(
+                        within_limit(params_scan_bound(poisoned.params())),
+                        safe,
+                        "{l} {value}"
+                    );
                 }
             }
             mlp.params_mut().layers_mut()[0].weight_mut()[[0, 0]] = f64::NAN;
             single.forward_single(&mlp, &xs).unwrap();
-            assert!(!single.params_in_place_safe(&mlp));
+            assert!(single.params_in_place_bound(&mlp).is_none());
         }
+    }
+
+    #[test]
+    fn a_carried_bound_is_taken_only_by_the_network_it_was_carried_for() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let mut mlp =
+            Mlp::new(&[5, 4, 3], Activation::Tanh, Init::GlorotUniform, &mut rng).unwrap();
+        let xs = Array2::from_shape_fn((3, 5), |(i, j)| ((i * 5 + j) as f64 * 0.3).sin());
+        let mut e = BatchEngine::default();
+        e.forward(&mlp, &xs).unwrap();
+        assert_eq!(e.params_bound, None);
+        // The scan's bound, the update's bound, the update, then the carried sum.
+        let before = e.params_in_place_bound(&mlp).unwrap();
+        e.losses_and_deltas(Targets::Classes(&[0, 1, 2]), Loss::CrossEntropy).unwrap();
+        e.backward(&mlp);
+        let g_max = (0..2).map(|l| e.gradient_bound(l)).fold(0.0f64, f64::max);
+        e.add_scaled_gradient_to(-0.5 / 3.0, mlp.params_mut());
+        e.carry_params_bound(before + 0.5 * g_max, &mlp);
+        let max = mlp.params().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        e.forward(&mlp, &xs).unwrap();
+        assert_eq!(e.params_bound, Some(before + 0.5 * g_max));
+        assert!(before + 0.5 * g_max >= max);
+        // Taken once; a network changed after the carry does not take it.
+        e.forward(&mlp, &xs).unwrap();
+        assert_eq!(e.params_bound, None);
+        e.carry_params_bound(1.0, &mlp);
+        mlp.params_mut().layers_mut()[0].weight_mut()[[0, 0]] = 1e200;
+        e.forward(&mlp, &xs).unwrap();
+        assert_eq!(e.params_bound, None);
+        assert_eq!(e.params_in_place_bound(&mlp), None);
     }
 
     #[test]
@@ -865,9 +927,13 @@ mod tests {
         assert!(max_abs(&[1.0, f64::NAN, 3.0]).is_nan());
         assert!(max_abs(&[1.0, f64::INFINITY]).is_nan());
         assert_eq!(max_abs(&[1.0, -4.0, 3.0]), 4.0);
-        assert!(params_in_place_safe(mlp.params()));
+        let max = mlp.params().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let bound = params_scan_bound(mlp.params());
+        assert!(within_limit(bound) && bound >= max);
         let mut p = mlp.params().clone();
         p.layers_mut()[1].bias_mut()[0] = 1e200;
-        assert!(!params_in_place_safe(&p));
+        assert!(!within_limit(params_scan_bound(&p)));
+        p.layers_mut()[1].bias_mut()[0] = f64::NAN;
+        assert!(!within_limit(params_scan_bound(&p)));
     }
 }

@@ -477,9 +477,7 @@ pub(crate) fn fast_step(
         }
         update_bound = update_bound.max(scale * bound);
     }
-    if !engine.params_in_place_safe(mlp) {
-        return None;
-    }
+    let params_bound = engine.params_in_place_bound(mlp)?;
     let inv_b2 = 1.0 / (b * b) as f64;
     let mut grad_sq = 0.0;
     let mut step_sq = 0.0;
@@ -496,6 +494,7 @@ pub(crate) fn fast_step(
     });
     if !fused {
         ws.engine.add_scaled_outer_to(-scale, &ws.u, mlp.params_mut());
+        ws.engine.carry_params_bound(params_bound + update_bound, mlp);
     }
     let layers = (0..n_layers)
         .map(|l| {

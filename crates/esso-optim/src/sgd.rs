@@ -165,7 +165,8 @@ impl Sgd {
                 .map(|l| ws.engine.gradient_bound(l))
                 .fold(0.0f64, |m, g| if g > m || g.is_nan() { g } else { m });
             let bounds_ok = g_max <= IN_PLACE_LIMIT && lr * g_max <= IN_PLACE_LIMIT;
-            if bounds_ok && ws.engine.params_in_place_safe(mlp) {
+            let params_bound = if bounds_ok { ws.engine.params_in_place_bound(mlp) } else { None };
+            if let Some(params_bound) = params_bound {
                 let grad_norm_sq: f64 = (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l)).sum();
                 let alpha = -lr / n_samples as f64;
                 let fused = next_xs.is_some_and(|next| {
@@ -173,6 +174,7 @@ impl Sgd {
                 });
                 if !fused {
                     ws.engine.add_scaled_gradient_to(alpha, mlp.params_mut());
+                    ws.engine.carry_params_bound(params_bound + lr * g_max, mlp);
                 }
                 self.state.n_steps = step + 1;
                 self.state.last_finite_loss = Some(loss_value);

@@ -517,8 +517,9 @@ mod multilayer {
                             }
                         }
                         // Three steps told the next inputs: SGD at B = 1 fuses its update
-                        // with the next forward pass and carries a bound on max |θ| to the
-                        // next step's in-place proof instead of summing θ².
+                        // with the next forward pass, at B = 3 it updates in place; either
+                        // way it carries a bound on max |θ| to the next step's in-place
+                        // proof instead of summing θ².
                         let mut mlp = poisoned(value);
                         let mut opt = config.build().unwrap();
                         for k in 0..3 {
