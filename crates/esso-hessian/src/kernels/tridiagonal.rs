@@ -1917,6 +1917,14 @@ mod tests {
             z.iter().map(|v| v / nz).collect(),
             0.7,
         ));
+        // Poles 1e-200 apart: reciprocal pairs fall back to divisions, in every solver alike.
+        let z = [0.3, 0.5, 0.4, 0.6, 0.37, 0.2, 0.25];
+        let nz = z.iter().map(|v| v * v).sum::<f64>().sqrt();
+        problems.push((
+            vec![0.0, 1e-200, 3e-200, 0.5, 0.5 + 1e-12, 1.0, 2.0],
+            z.iter().map(|v| v / nz).collect(),
+            0.7,
+        ));
         let mut lanes_seen = 0;
         let (mut worst_roots, mut worst_recip) = (0.0f64, 0.0f64);
         for (pi, (d, z, rho)) in problems.iter().enumerate() {
