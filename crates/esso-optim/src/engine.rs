@@ -241,10 +241,11 @@ impl BatchEngine {
     /// [`BatchEngine::forward_backward`] on `next` with the network unchanged takes it
     /// instead of recomputing it.
     ///
-    /// `update_bound` bounds every |entry| of the update (the caller's in-place proof has it:
-    /// max over layers of |α| max_i |f_i| max(max_j |a_j|, 1), the bias seeing a_j = 1);
-    /// added to the bound on max |θ| before the update, it bounds max |θ| after it (finite
-    /// parameters plus a finite update stay finite), for the next step's in-place check.
+    /// `new_bound` bounds max |θ| after the update, for the next step's in-place check: the
+    /// caller's in-place proof gives it as the bound before
+    /// ([`BatchEngine::params_in_place_bound`]) plus a bound on every |entry| of the update
+    /// (max over layers of |α| max_i |f_i| max(max_j |a_j|, 1), the bias seeing a_j = 1), as
+    /// for [`BatchEngine::carry_params_bound`].
     ///
     /// Returns false, and does nothing, unless the last forward pass had one sample and
     /// `next` is one row of the network's input width.
@@ -252,7 +253,7 @@ impl BatchEngine {
         &mut self,
         alpha: f64,
         factors: Option<&[Vec<f64>]>,
-        update_bound: f64,
+        new_bound: f64,
         mlp: &mut Mlp,
         next: &ArrayRef2<f64>,
     ) -> bool {
@@ -270,7 +271,6 @@ impl BatchEngine {
         }
         let act = mlp.activation();
         let factors = factors.unwrap_or(&self.deltas);
-        let params_bound = self.params_bound.unwrap_or(f64::NAN) + update_bound;
         for (l, layer) in mlp.params_mut().layers_mut().iter_mut().enumerate() {
             let (mut w, mut bias) = layer.weight_and_bias_mut();
             let w = w.as_slice_mut().expect("weights are kept in standard layout");
@@ -288,7 +288,7 @@ impl BatchEngine {
                 act.values_into(z, a_next);
             }
         }
-        self.ahead_params_bound = params_bound;
+        self.ahead_params_bound = new_bound;
         self.ahead_generation = Some(mlp.generation());
         true
     }
@@ -404,19 +404,14 @@ impl BatchEngine {
         bound / b as f64
     }
 
-    /// ‖g‖² and ⟨g, g⟩-style Gram products of the layer's mean gradient, from the factors:
-    /// ‖(1/B) Σ_s δ_s ã_sᵀ‖²_F = (1/B²) Σ_{s,t} (δ_s·δ_t)(ã_s·ã_t).
-    pub(crate) fn gradient_norm_sq(&self, l: usize) -> f64 {
+    /// ‖g‖² of the layer's mean gradient, from the factors:
+    /// ‖(1/B) Σ_s δ_s ã_sᵀ‖²_F = (1/B²) Σ_{s,t} (δ_s·δ_t)(ã_s·ã_t), with the inputs' Gram
+    /// matrix in `gram` ([`BatchEngine::input_gram`]).
+    pub(crate) fn gradient_norm_sq(&self, l: usize, gram: &mut Vec<f64>) -> f64 {
         let b = self.n_samples;
-        let mut total = 0.0;
-        for s in 0..b {
-            for t in 0..b {
-                let dd = dot(self.delta(l, s), self.delta(l, t));
-                let aa = dot(self.input(l, s), self.input(l, t)) + 1.0;
-                total += dd * aa;
-            }
-        }
-        total / (b * b) as f64
+        self.input_gram(l, gram);
+        let d = &self.deltas[l];
+        self.gram_weighted_dot(l, d, d, gram) / (b * b) as f64
     }
 
     /// `out ← scale · (1/B) Σ_s δ_s ã_sᵀ` for every layer (the mean gradient, materialised).
@@ -437,9 +432,8 @@ impl BatchEngine {
 
     /// For per-sample left factors x, y of layer l (B × n_l), the three inner products
     /// ⟨X, X⟩, ⟨Y, Y⟩ and ⟨X, Y⟩ of X = Σ_s x_s ã_sᵀ and Y = Σ_t y_t ã_tᵀ without forming the
-    /// matrices: each Σ_{s,t} (x_s·y_t)(ã_s·ã_t), summed over s then t. The Gram matrix
-    /// ã_s·ã_t of the inputs (the long dot products, n_{l−1} + 1 entries) is computed once
-    /// for the three sums, in `gram` (resized to B²).
+    /// matrices ([`BatchEngine::gram_weighted_dot`]), the inputs' Gram matrix computed once
+    /// for the three, in `gram`.
     pub(crate) fn outer_dots(
         &self,
         l: usize,
@@ -447,8 +441,18 @@ impl BatchEngine {
         y: &[f64],
         gram: &mut Vec<f64>,
     ) -> [f64; 3] {
+        self.input_gram(l, gram);
+        [
+            self.gram_weighted_dot(l, x, x, gram),
+            self.gram_weighted_dot(l, y, y, gram),
+            self.gram_weighted_dot(l, x, y, gram),
+        ]
+    }
+
+    /// `gram` ← the B × B Gram matrix ã_s·ã_t of layer l's inputs (ã = [a; 1]), the long dot
+    /// products (n_{l−1} + 1 entries) of the factor identities below.
+    pub(crate) fn input_gram(&self, l: usize, gram: &mut Vec<f64>) {
         let b = self.n_samples;
-        let n = self.sizes[l + 1];
         gram.resize(b * b, 0.0);
         for s in 0..b {
             for t in 0..=s {
@@ -458,16 +462,20 @@ impl BatchEngine {
                 gram[t * b + s] = aa;
             }
         }
-        let mut totals = [0.0; 3];
-        for (s, (xs, ys)) in x.chunks_exact(n).zip(y.chunks_exact(n)).take(b).enumerate() {
-            for (t, (xt, yt)) in x.chunks_exact(n).zip(y.chunks_exact(n)).take(b).enumerate() {
-                let aa = gram[s * b + t];
-                totals[0] += dot(xs, xt) * aa;
-                totals[1] += dot(ys, yt) * aa;
-                totals[2] += dot(xs, yt) * aa;
+    }
+
+    /// ⟨Σ_s x_s ã_sᵀ, Σ_t y_t ã_tᵀ⟩ = Σ_{s,t} (x_s·y_t)(ã_s·ã_t) for per-sample left factors
+    /// x, y of layer l (B × n_l), summed over s then t, with `gram` from
+    /// [`BatchEngine::input_gram`].
+    pub(crate) fn gram_weighted_dot(&self, l: usize, x: &[f64], y: &[f64], gram: &[f64]) -> f64 {
+        let (b, n) = (self.n_samples, self.sizes[l + 1]);
+        let mut total = 0.0;
+        for (s, xs) in x.chunks_exact(n).take(b).enumerate() {
+            for (t, yt) in y.chunks_exact(n).take(b).enumerate() {
+                total += dot(xs, yt) * gram[s * b + t];
             }
         }
-        totals
+        total
     }
 
     /// δ_l of every sample, B × n_l row-major.
@@ -580,16 +588,16 @@ pub(crate) fn dot(x: &[f64], y: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// A bound on max |θ| by one SIMD pass of Σ θ² per parameter slice: the largest √(Σ θ²).
-/// Not finite (∞ or NaN) when a parameter is not finite or a sum overflows (|θ| ≳ √MAX), so
-/// that [`within_limit`] sends the caller to the checked path.
+/// A bound on max |θ| by one SIMD pass of Σ θ² per parameter slice: the largest √(Σ θ²),
+/// or ∞ when a parameter is not finite or a sum overflows (|θ| ≳ √MAX), so that
+/// [`within_limit`] sends the caller to the checked path.
 pub(crate) fn params_scan_bound(params: &Params) -> f64 {
     params.slices().fold(0.0f64, |bound, s| {
         let sq = vectorized(
             #[inline(always)]
             || sum_of_squares(s),
         );
-        // NaN propagates (f64::max would drop it).
+        // A NaN or ∞ sum must not be dropped by f64::max.
         if sq.is_finite() { bound.max(sq.sqrt()) } else { f64::INFINITY }
     })
 }
@@ -813,7 +821,8 @@ mod tests {
                 for (a, b) in g.iter().zip(expected.iter()) {
                     assert!((a - b).abs() < 1e-14, "{act} {loss:?}: {a} vs {b}");
                 }
-                let norm_sq: f64 = (0..3).map(|l| e.gradient_norm_sq(l)).sum();
+                let mut gram = Vec::new();
+                let norm_sq: f64 = (0..3).map(|l| e.gradient_norm_sq(l, &mut gram)).sum();
                 assert!((norm_sq.sqrt() - expected.norm()).abs() < 1e-13);
                 for l in 0..3 {
                     let max =

@@ -489,12 +489,13 @@ pub(crate) fn fast_step(
         step_sq += uu * scale * scale;
         grad_dot_update -= du * scale / b as f64;
     }
+    let new_bound = params_bound + update_bound;
     let fused = next_xs.is_some_and(|next| {
-        ws.engine.update_and_forward_next(-scale, Some(&ws.u), update_bound, mlp, next)
+        ws.engine.update_and_forward_next(-scale, Some(&ws.u), new_bound, mlp, next)
     });
     if !fused {
         ws.engine.add_scaled_outer_to(-scale, &ws.u, mlp.params_mut());
-        ws.engine.carry_params_bound(params_bound + update_bound, mlp);
+        ws.engine.carry_params_bound(new_bound, mlp);
     }
     let layers = (0..n_layers)
         .map(|l| {

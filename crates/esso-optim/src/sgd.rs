@@ -127,6 +127,8 @@ struct SgdWorkspace {
     grad: Option<Params>,
     update: Option<Params>,
     velocity: Option<Params>,
+    /// The inputs' Gram matrix of [`BatchEngine::gradient_norm_sq`] (B × B).
+    gram: Vec<f64>,
 }
 
 impl Sgd {
@@ -167,14 +169,16 @@ impl Sgd {
             let bounds_ok = g_max <= IN_PLACE_LIMIT && lr * g_max <= IN_PLACE_LIMIT;
             let params_bound = if bounds_ok { ws.engine.params_in_place_bound(mlp) } else { None };
             if let Some(params_bound) = params_bound {
-                let grad_norm_sq: f64 = (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l)).sum();
+                let grad_norm_sq: f64 =
+                    (0..n_layers).map(|l| ws.engine.gradient_norm_sq(l, &mut ws.gram)).sum();
                 let alpha = -lr / n_samples as f64;
+                let new_bound = params_bound + lr * g_max;
                 let fused = next_xs.is_some_and(|next| {
-                    ws.engine.update_and_forward_next(alpha, None, lr * g_max, mlp, next)
+                    ws.engine.update_and_forward_next(alpha, None, new_bound, mlp, next)
                 });
                 if !fused {
                     ws.engine.add_scaled_gradient_to(alpha, mlp.params_mut());
-                    ws.engine.carry_params_bound(params_bound + lr * g_max, mlp);
+                    ws.engine.carry_params_bound(new_bound, mlp);
                 }
                 self.state.n_steps = step + 1;
                 self.state.last_finite_loss = Some(loss_value);
