@@ -39,7 +39,8 @@
 //! O(m)).
 //!
 //! Cost for n = 128: the secular solves and U dominate `factor` (O(Σ k²) per level), an
-//! application of S or Sᵀ is Σ over nodes of k² multiply-adds (≈ n² (1 + ½ + ¼ + …)). The
+//! application of S or Sᵀ is Σ over nodes of k² multiply-adds (≈ n² (1 + ½ + ¼ + …)),
+//! SIMD-dispatched, with Uᵀx four columns at a time (four independent accumulators). The
 //! merges are small (k ≤ 128), so the secular solver works *across roots*: L roots at once
 //! (L = 4 f64 lanes with AVX2), one per SIMD lane, each lane running exactly the scalar
 //! iteration's arithmetic with its branches as lane masks (bit-identical to the one-lane
