@@ -136,38 +136,67 @@ pub struct BenchResult {
     pub samples_per_second: f64,
 }
 
-/// Times steps until `min_time` has passed (and at least `min_steps` ran), after 3 warm-up
-/// steps.
+/// Times several optimisers on one case **interleaved**: rounds in which each optimiser runs
+/// for `slice` (at least one step), until each has run `min_time` in total and at least
+/// `min_steps` steps (after 3 warm-up steps each). On a host whose speed drifts over
+/// seconds, the optimisers then share the same conditions, so their ratios are steadier than
+/// from back-to-back runs; each rate is its steps' samples over its own timed seconds.
 ///
 /// # Errors
-/// As [`Bench::new`] and [`Bench::step`].
-pub fn measure(
+/// As [`Bench::new`] and [`Bench::step`], naming the optimiser.
+pub fn measure_interleaved(
     case: &BenchCase,
-    label: &str,
-    optimizer_toml: &str,
+    optimizers: &[(&str, &str)],
     batch_size: usize,
     min_time: Duration,
     min_steps: usize,
-) -> Result<BenchResult> {
-    let mut bench = Bench::new(case, optimizer_toml, batch_size)?;
-    for _ in 0..3 {
-        bench.step()?;
+    slice: Duration,
+) -> Result<Vec<BenchResult>> {
+    let mut benches = Vec::with_capacity(optimizers.len());
+    for &(label, toml) in optimizers {
+        let mut bench = Bench::new(case, toml, batch_size).with_context(|| label.to_string())?;
+        for _ in 0..3 {
+            bench.step().with_context(|| label.to_string())?;
+        }
+        benches.push(bench);
     }
-    let start = Instant::now();
-    let mut n_steps = 0;
-    while n_steps < min_steps || start.elapsed() < min_time {
-        bench.step()?;
-        n_steps += 1;
+    let mut timed = vec![(Duration::ZERO, 0usize); benches.len()];
+    loop {
+        let mut ran = false;
+        for ((bench, (spent, n_steps)), &(label, _)) in
+            benches.iter_mut().zip(timed.iter_mut()).zip(optimizers)
+        {
+            if *n_steps >= min_steps && *spent >= min_time {
+                continue;
+            }
+            ran = true;
+            let start = Instant::now();
+            loop {
+                bench.step().with_context(|| label.to_string())?;
+                *n_steps += 1;
+                if start.elapsed() >= slice {
+                    break;
+                }
+            }
+            *spent += start.elapsed();
+        }
+        if !ran {
+            break;
+        }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(BenchResult {
-        case: case.label(),
-        optimizer: label.to_string(),
-        n_params: bench.n_params(),
-        batch_size,
-        n_steps,
-        samples_per_second: (n_steps * batch_size) as f64 / seconds,
-    })
+    Ok(benches
+        .iter()
+        .zip(&timed)
+        .zip(optimizers)
+        .map(|((bench, &(spent, n_steps)), &(label, _))| BenchResult {
+            case: case.label(),
+            optimizer: label.to_string(),
+            n_params: bench.n_params(),
+            batch_size,
+            n_steps,
+            samples_per_second: (n_steps * batch_size) as f64 / spent.as_secs_f64(),
+        })
+        .collect())
 }
 
 /// The results as a Markdown table with each optimiser's cost relative to SGD on the same
@@ -346,10 +375,28 @@ mod tests {
     #[test]
     fn every_default_optimizer_steps_on_a_small_case() {
         let case = BenchCase { sizes: vec![6, 5, 3], activation: Activation::Tanh };
-        for (label, toml) in default_optimizers() {
-            let r = measure(&case, label, toml, 2, Duration::ZERO, 4).unwrap();
-            assert_eq!((r.n_params, r.n_steps), (53, 4));
-            assert!(r.samples_per_second > 0.0);
+        let optimizers = default_optimizers();
+        // A zero slice is one step per optimiser and round: exactly min_steps each.
+        let results =
+            measure_interleaved(&case, &optimizers, 2, Duration::ZERO, 4, Duration::ZERO).unwrap();
+        assert_eq!(results.len(), optimizers.len());
+        for (r, (label, _)) in results.iter().zip(&optimizers) {
+            assert_eq!((r.optimizer.as_str(), r.n_params, r.n_steps), (*label, 53, 4));
+            assert!(r.samples_per_second.is_finite() && r.samples_per_second > 0.0);
+        }
+        // A time limit: every optimiser runs at least that long, in slices.
+        let results = measure_interleaved(
+            &case,
+            &optimizers[..2],
+            1,
+            Duration::from_millis(20),
+            1,
+            Duration::from_millis(5),
+        )
+        .unwrap();
+        for r in &results {
+            assert!(r.n_steps > 1, "{r:?}");
+            assert!((r.n_steps as f64) / r.samples_per_second >= 0.020, "{r:?}");
         }
         let err = Bench::new(&case, default_optimizers()[0].1, 257).err().unwrap();
         assert_eq!(err.to_string(), "batch size 257: must be between 1 and 256");

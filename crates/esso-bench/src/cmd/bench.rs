@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use esso_bench::bench::{
-    default_cases, default_optimizers, measure, measure_eval, to_csv, to_markdown,
+    default_cases, default_optimizers, measure_eval, measure_interleaved, to_csv, to_markdown,
 };
+
+/// The optimisers of a case take turns in slices of this length (`measure_interleaved`).
+const SLICE: Duration = Duration::from_millis(250);
 
 /// Arguments of `esso bench`.
 #[derive(Debug, clap::Args)]
@@ -15,7 +18,8 @@ pub struct BenchArgs {
     /// Samples per step (B > 1 runs ESSO's per-sample directions in parallel).
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
-    /// Seconds of timed steps per (network, optimiser).
+    /// Seconds of timed steps per (network, optimiser). The optimisers of a network take
+    /// turns in 0.25-second slices, so that they share the host's conditions.
     #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
     /// Only optimisers whose label contains this text (sgd, adam, esso-layerwise,
@@ -45,20 +49,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let mut results = Vec::new();
     for case in default_cases() {
-        for (label, toml) in default_optimizers() {
-            if args.only.as_deref().is_some_and(|o| !label.contains(o)) {
-                continue;
-            }
-            let r = measure(
-                &case,
-                label,
-                toml,
-                args.batch_size,
-                Duration::from_secs_f64(args.seconds),
-                3,
-            )
-            .with_context(|| format!("{} with {label}", case.label()))?;
-            eprintln!("{}: {label}: {:.0} samples/s", r.case, r.samples_per_second);
+        let optimizers: Vec<_> = default_optimizers()
+            .into_iter()
+            .filter(|(label, _)| args.only.as_deref().is_none_or(|o| label.contains(o)))
+            .collect();
+        if optimizers.is_empty() {
+            continue;
+        }
+        let seconds = Duration::from_secs_f64(args.seconds);
+        let measured = measure_interleaved(&case, &optimizers, args.batch_size, seconds, 3, SLICE)
+            .with_context(|| case.label())?;
+        for r in measured {
+            eprintln!("{}: {}: {:.0} samples/s", r.case, r.optimizer, r.samples_per_second);
             results.push(r);
         }
     }
