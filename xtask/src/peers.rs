@@ -45,30 +45,27 @@ pub fn run_peers(root: &Path, args: &PeersArgs) -> Result<()> {
     )?;
     let esso_bin = root.join("target/release/esso");
     let out_dir = root.join("target/peers");
-    let mut esso = Vec::new();
-    for optimizer in ["sgd", "esso-layerwise"] {
-        let csv = out_dir.join(format!("esso-{optimizer}-b{}.csv", args.batch_size));
-        run(
-            Command::new(&esso_bin)
-                .current_dir(root)
-                .stdout(Stdio::null()) // its table; the rates are read from the CSV
-                .args(["bench", "--eval-samples", "0", "--only", optimizer])
-                .args(["--seconds", &args.seconds.to_string()])
-                .args(["--batch-size", &args.batch_size.to_string()])
-                .arg("--csv")
-                .arg(&csv),
-            &format!("esso bench --only {optimizer}"),
-        )?;
-        let text =
-            std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
-        esso.push((optimizer, text));
-    }
+    // One run: esso bench times the two optimisers in turns, so their ratio is steady.
+    let csv = out_dir.join(format!("esso-b{}.csv", args.batch_size));
+    run(
+        Command::new(&esso_bin)
+            .current_dir(root)
+            .stdout(Stdio::null()) // its table; the rates are read from the CSV
+            .args(["bench", "--eval-samples", "0", "--only", "sgd,esso-layerwise"])
+            .args(["--seconds", &args.seconds.to_string()])
+            .args(["--batch-size", &args.batch_size.to_string()])
+            .arg("--csv")
+            .arg(&csv),
+        "esso bench --only sgd,esso-layerwise",
+    )?;
+    let esso =
+        std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
     let mut rows = Vec::new();
     for act in ACTIVATIONS {
         let network = format!("784-128-64-10 {act}");
         let ours = Rates {
-            sgd: csv_rate(&esso[0].1, &network, "sgd")?,
-            esso: csv_rate(&esso[1].1, &network, "esso-layerwise")?,
+            sgd: csv_rate(&esso, &network, "sgd")?,
+            esso: csv_rate(&esso, &network, "esso-layerwise")?,
         };
         let what = format!("JAX peer ({act})");
         eprintln!("xtask: {what}");

@@ -22,8 +22,9 @@ pub struct BenchArgs {
     /// turns in 0.25-second slices, so that they share the host's conditions.
     #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
-    /// Only optimisers whose label contains this text (sgd, adam, esso-layerwise,
-    /// esso-full-network; `eval` for the evaluation line alone).
+    /// Only optimisers whose label contains this text, or one of several separated by commas
+    /// (sgd, adam, esso-layerwise, esso-full-network; `eval` for the evaluation lines alone):
+    /// `--only sgd,esso-layerwise` times those two in turns.
     #[arg(long)]
     pub only: Option<String>,
     /// Also write the results as CSV.
@@ -47,12 +48,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("esso bench: this is a debug build; numbers are ~100x slow (use --release)");
     }
+    let only: Option<Vec<&str>> = args
+        .only
+        .as_deref()
+        .map(|o| o.split(',').map(str::trim).filter(|o| !o.is_empty()).collect());
+    let selected = |label: &str| only.as_ref().is_none_or(|o| o.iter().any(|o| label.contains(o)));
+    let eval =
+        args.eval_samples > 0 && only.as_ref().is_none_or(|o| o.iter().any(|o| "eval".contains(o)));
+    let labels: Vec<&str> = default_optimizers().iter().map(|(label, _)| *label).collect();
+    if !eval && !labels.iter().any(|label| selected(label)) {
+        bail!(
+            "--only {}: matches no optimiser ({}) and not the evaluation lines (eval)",
+            args.only.as_deref().unwrap_or_default(),
+            labels.join(", ")
+        );
+    }
     let mut results = Vec::new();
     for case in default_cases() {
-        let optimizers: Vec<_> = default_optimizers()
-            .into_iter()
-            .filter(|(label, _)| args.only.as_deref().is_none_or(|o| label.contains(o)))
-            .collect();
+        let optimizers: Vec<_> =
+            default_optimizers().into_iter().filter(|(label, _)| selected(label)).collect();
         if optimizers.is_empty() {
             continue;
         }
@@ -65,7 +79,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     print!("{}", to_markdown(&results));
-    if args.eval_samples > 0 && args.only.as_deref().is_none_or(|o| "eval".contains(o)) {
+    if eval {
         // 784-128-64-10 with tanh and with ReLU (the activation's cost shows as the gap).
         for case in &default_cases()[..2] {
             let seconds = Duration::from_secs_f64(args.seconds);
