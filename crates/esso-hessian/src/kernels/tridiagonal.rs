@@ -568,8 +568,9 @@ impl TridiagonalEigen {
 }
 
 /// Sᵀ x (`transpose`: the nodes bottom-up) or S x (top-down) from the stored factors, as one
-/// operation for [`pulp::Arch::dispatch`] (the O(k²) products vectorised for AVX2 where
-/// available; the same arithmetic per entry as without, so the results are the same).
+/// operation for [`pulp::Arch::dispatch`] (the O(k²) products vectorised for AVX2 + FMA where
+/// available; [`mat_t_vec`] sums in a different order with and without, so the last bits of
+/// the results depend on the CPU).
 struct ApplyFactors<'a> {
     nodes: &'a [Node],
     f: &'a Factors,
