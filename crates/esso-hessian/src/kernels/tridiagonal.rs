@@ -599,9 +599,9 @@ impl pulp::WithSimd for ApplyFactors<'_> {
             for node in nodes.iter().rev() {
                 let seg = &mut x[node.lo..node.lo + node.m];
                 if node.is_leaf() {
-                    leaf_s(simd, node, f, seg, t1);
+                    leaf_s(node, f, seg, t1);
                 } else {
-                    node_s(simd, node, f, seg, t1, t2);
+                    node_s(node, f, seg, t1, t2);
                 }
             }
         }
@@ -714,10 +714,10 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// out ← Σ_j t_j c_j for the columns c_j of a column-major k×k matrix (one pass over `out`
-/// per column: measured faster than four columns per pass, and vectorised in `simd`'s
-/// context).
+/// per column: measured faster than four columns per pass; vectorised by the compiler inside
+/// [`ApplyFactors`]'s dispatch).
 #[inline(always)]
-fn mat_vec<S: pulp::Simd>(_simd: S, cols: &[f64], k: usize, t: &[f64], out: &mut [f64]) {
+fn mat_vec(cols: &[f64], k: usize, t: &[f64], out: &mut [f64]) {
     let out = &mut out[..k];
     out.fill(0.0);
     for (col, &tj) in cols.chunks_exact(k).zip(t) {
@@ -779,9 +779,9 @@ fn leaf_st<S: pulp::Simd>(simd: S, node: &Node, f: &Factors, x: &mut [f64], t1: 
 
 /// Leaf: y ← Z y.
 #[inline(always)]
-fn leaf_s<S: pulp::Simd>(simd: S, node: &Node, f: &Factors, y: &mut [f64], t1: &mut [f64]) {
+fn leaf_s(node: &Node, f: &Factors, y: &mut [f64], t1: &mut [f64]) {
     let m = node.m;
-    mat_vec(simd, &f.mats[node.mat..node.mat + m * m], m, y, t1);
+    mat_vec(&f.mats[node.mat..node.mat + m * m], m, y, t1);
     y.copy_from_slice(&t1[..m]);
 }
 
@@ -816,21 +816,14 @@ fn node_st<S: pulp::Simd>(
 
 /// Merge node: y ← M y (the inverse of [`node_st`]).
 #[inline(always)]
-fn node_s<S: pulp::Simd>(
-    simd: S,
-    node: &Node,
-    f: &Factors,
-    y: &mut [f64],
-    t1: &mut [f64],
-    t2: &mut [f64],
-) {
+fn node_s(node: &Node, f: &Factors, y: &mut [f64], t1: &mut [f64], t2: &mut [f64]) {
     let (m, k) = (node.m, node.k);
     let (t1, t2) = (&mut t1[..m], &mut t2[..m]);
     for (v, &src) in y.iter().zip(&f.out_src[node.idx..node.idx + m]) {
         t2[src] = *v;
     }
     if k > 0 {
-        mat_vec(simd, &f.mats[node.mat..node.mat + k * k], k, t2, t1);
+        mat_vec(&f.mats[node.mat..node.mat + k * k], k, t2, t1);
     }
     t1[k..].copy_from_slice(&t2[k..]);
     for (t, &i) in t1.iter().zip(&f.sel[node.idx..node.idx + m]) {
