@@ -79,7 +79,7 @@ fn a_fetch_that_finds_the_lock_taken_waits_and_says_so() {
     });
     let mut seen = Vec::new();
     let waiting = loop {
-        match line_rx.recv_timeout(Duration::from_secs(30)) {
+        match line_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.contains("waiting") => break line,
             Ok(line) => seen.push(line),
             Err(_) => {

@@ -5,7 +5,8 @@
 //! name next to its destination, hashing as it writes, and renames it into place only when
 //! its sha256 equals the published one. An interrupted or failed fetch therefore never leaves
 //! a file under a final name that is not valid, and a second fetch finds the valid files and
-//! does nothing (it does not even ask the source).
+//! does nothing (it does not even ask the source). Fetches of one dataset, from any threads
+//! and processes, run one at a time under the lock file [`FETCH_LOCK_FILE`].
 
 use std::fmt;
 use std::fs::{self, File, TryLockError};

@@ -197,7 +197,7 @@ fn a_second_fetch_waits_says_so_and_then_finds_the_files() {
             })
         });
         let waiting = loop {
-            let Ok(event) = event_rx.recv_timeout(Duration::from_secs(10)) else {
+            let Ok(event) = event_rx.recv_timeout(Duration::from_secs(60)) else {
                 // Release both fetches (the old code lets the second into the source too).
                 release_tx.send(()).unwrap();
                 release_tx.send(()).unwrap();
