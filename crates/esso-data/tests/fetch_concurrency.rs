@@ -435,3 +435,68 @@ fn a_write_error_leaves_no_temporary_file() {
     assert!(line.contains("File too large") && line.contains(".partial-"), "{line}");
     assert_eq!(listing(&dest), [FETCH_LOCK_FILE]);
 }
+
+/// A source that writes its files into the scratch folder, says so, and never returns.
+struct Hanging;
+
+impl Source for Hanging {
+    fn provide(
+        &self,
+        _dataset: &str,
+        scratch: &Path,
+        _progress: &mut dyn FnMut(&FetchEvent),
+    ) -> Result<PathBuf> {
+        let out = scratch.join("unpacked");
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, bytes) in NAMES.iter().zip(contents()) {
+            std::fs::write(out.join(name), bytes).unwrap();
+        }
+        println!("ESSO-CHILD started");
+        std::thread::sleep(Duration::from_secs(600));
+        Ok(out)
+    }
+}
+
+/// Child: fetch into `$ESSO_TEST_FETCH_HANG` from a source that never returns (the parent
+/// kills it).
+#[test]
+fn child_fetch_and_hang() {
+    let Some(into) = std::env::var_os("ESSO_TEST_FETCH_HANG") else { return };
+    let hashes = hashes();
+    let files = specs(&hashes);
+    let _ = fetch_files("fake", Path::new(&into), &files, &Hanging, &mut |_| {});
+}
+
+#[test]
+fn a_fetch_killed_while_holding_the_lock_neither_blocks_nor_litters_the_next_one() {
+    let root = tempfile::tempdir().unwrap();
+    let from = source_dir(root.path());
+    let dest = root.path().join("fake");
+    let mut child = spawn_child("child_fetch_and_hang", &[("ESSO_TEST_FETCH_HANG", &dest)], None);
+    let stdout = child.stdout.take().unwrap();
+    let started = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(std::result::Result::ok)
+        .any(|line| line.contains("ESSO-CHILD started"));
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    assert!(started, "the child did not reach its source");
+    let scratch: Vec<String> =
+        listing(&dest).into_iter().filter(|n| n.starts_with(".fetch-")).collect();
+    assert_eq!(scratch.len(), 1, "{:?}", listing(&dest));
+    // The kernel released the dead fetch's lock: the next fetch does not wait, removes the
+    // scratch folder and installs the files.
+    let hashes = hashes();
+    let files = specs(&hashes);
+    let mut events = Vec::new();
+    let report =
+        fetch_files("fake", &dest, &files, &DirSource::new(&from), &mut |e| events.push(e.clone()))
+            .unwrap();
+    assert_eq!(report.n_installed, NAMES.len());
+    assert!(!events.iter().any(|e| matches!(e, FetchEvent::Waiting { .. })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, FetchEvent::RemovedLeftover { path }
+            if path.ends_with(&scratch[0]))),
+        "{events:?}"
+    );
+    assert_complete(&dest);
+}
