@@ -452,7 +452,7 @@ fn remove_leftovers(dir: &Path, progress: &mut dyn FnMut(&FetchEvent)) {
     }
 }
 
-/// Opens (creating it if needed) the lock file of `dir`.
+/// Opens the lock file `path`, creating it (empty) if needed.
 fn open_lock_file(path: &Path) -> std::io::Result<File> {
     File::options().read(true).write(true).create(true).truncate(false).open(path)
 }
