@@ -112,6 +112,21 @@ pub enum DataError {
         /// The hash of the bytes found.
         actual: String,
     },
+    /// The fetch lock of a dataset's cache folder cannot be opened or taken.
+    #[error(
+        "cannot lock {} to fetch {dataset}: the dataset's cache folder must be writable and on \
+         a file system with file locks; choose another cache folder with ESSO_DATA (or \
+         `esso fetch --cache DIR`)",
+        path.display()
+    )]
+    Lock {
+        /// The dataset being fetched.
+        dataset: String,
+        /// The lock file ([`FETCH_LOCK_FILE`](crate::FETCH_LOCK_FILE) in the dataset's folder).
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A dataset that needs a download is not in the cache.
     #[error(
         "dataset {dataset} is not in the cache ({} is missing); run `esso fetch {dataset}` \

