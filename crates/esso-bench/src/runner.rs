@@ -480,6 +480,10 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         remove_checkpoint(&checkpoint_path)?;
     }
     let dataset = prepare_data(config, &options.data_cache, options.verbose)?;
+    if let Some(signal) = signal_of(options) {
+        // Interrupted while the data was loading (a fetch): nothing of this session written.
+        return Ok(RunOutcome::Interrupted { signal, step: None });
+    }
     let train = dataset.train();
     let loss = config.model.loss;
     let mut mlp = build_model(config)?;
