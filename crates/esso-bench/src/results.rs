@@ -611,22 +611,34 @@ pub const FAILPOINT_VAR: &str = "ESSO_FAILPOINT";
 
 /// A test hook: when `ESSO_FAILPOINT=<point>:<n>` is set, the `n`-th time this process passes
 /// `point` it aborts at once (no destructors run, nothing is flushed or removed), which is what
-/// a `kill -9` at that moment leaves on disk. The points are listed in
+/// a `kill -9` at that moment leaves on disk. `<point>:<n>:sigint` (or `:sigterm`) raises
+/// that signal there instead, to interrupt a run at an exact step. The points are listed in
 /// docs/experiments.md ("Test hooks").
 pub(crate) fn failpoint(point: &str) {
-    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static ARMED: OnceLock<Option<(String, u64, String)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
     let armed = ARMED.get_or_init(|| {
         let value = std::env::var(FAILPOINT_VAR).ok()?;
-        let (name, n) = value.rsplit_once(':').unwrap_or((value.as_str(), "1"));
-        Some((name.to_string(), n.parse().ok()?))
+        let mut parts = value.splitn(3, ':');
+        let name = parts.next()?.to_string();
+        let n = parts.next().map_or(Some(1), |n| n.parse().ok())?;
+        Some((name, n, parts.next().unwrap_or("abort").to_string()))
     });
-    if let Some((name, n)) = armed
+    if let Some((name, n, action)) = armed
         && name == point
         && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *n
     {
-        eprintln!("esso: {FAILPOINT_VAR}={point}:{n} reached: aborting");
-        std::process::abort();
+        let signal = match action.as_str() {
+            "sigint" => signal_hook::consts::SIGINT,
+            "sigterm" => signal_hook::consts::SIGTERM,
+            _ => {
+                eprintln!("esso: {FAILPOINT_VAR}={point}:{n} reached: aborting");
+                std::process::abort();
+            }
+        };
+        if signal_hook::low_level::raise(signal).is_err() {
+            std::process::abort();
+        }
     }
 }
 

@@ -701,16 +701,19 @@ impl Recorder<'_> {
     /// Drops rows recorded after step `n_steps` (a crash between the results file and the
     /// checkpoint can leave the file ahead of the checkpoint).
     fn rollback_to(&mut self, n_steps: u64) {
+        // The other tables count steps taken (the row of step k is written after k steps);
+        // `/steps` numbers each step from 0, so its row k belongs to the (k+1)-th step.
         let limit = n_steps as f64;
-        for t in [
-            &mut self.record.epochs,
-            &mut self.record.evals,
-            &mut self.record.steps,
-            &mut self.record.curvature,
-            &mut self.record.top_eigenvalue,
-        ] {
-            let keep =
-                t.column("step").map_or(0, |c| c.iter().take_while(|&&s| s <= limit).count());
+        let tables = [
+            (&mut self.record.epochs, false),
+            (&mut self.record.evals, false),
+            (&mut self.record.steps, true),
+            (&mut self.record.curvature, false),
+            (&mut self.record.top_eigenvalue, false),
+        ];
+        for (t, zero_based) in tables {
+            let kept = |s: f64| if zero_based { s < limit } else { s <= limit };
+            let keep = t.column("step").map_or(0, |c| c.iter().take_while(|&&s| kept(s)).count());
             t.truncate(keep);
         }
         let n_points = self.record.curvature.n_rows();
@@ -977,6 +980,7 @@ impl Observer for Recorder<'_> {
         }
         self.print_progress(progress, false);
         self.resume_clock();
+        failpoint("step");
         // At an epoch's last step the epoch end (evaluation, checkpoint) comes first.
         if !end_of_epoch && self.interrupted() {
             return Control::Stop;

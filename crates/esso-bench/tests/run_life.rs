@@ -118,7 +118,41 @@ fn comparable(mut r: RunRecord) -> RunRecord {
 /// The comparable record as text (`Debug` prints NaN as `NaN`, so equal runs give equal
 /// strings).
 fn load(path: &Path) -> String {
-    format!("{:?}", comparable(RunRecord::load(path).unwrap()))
+    let r = comparable(RunRecord::load(path).unwrap());
+    // One line per part, so that a failure shows which part differs.
+    format!(
+        "status {:?}\nconfig {:?}\nepochs {:?}\nevals {:?}\nsteps {:?}\ncurvature {:?}\n\
+         top_eigenvalue {:?}\narrays {:?}\nweights {:?}\nrest {:?} {:?} {:?} {:?}",
+        r.status,
+        r.config_toml,
+        r.epochs,
+        r.evals,
+        r.steps,
+        r.curvature,
+        r.top_eigenvalue,
+        r.arrays,
+        r.weights,
+        r.name,
+        r.seed,
+        r.esso_version,
+        r.config_changes
+    )
+}
+
+/// The first differing line of two `load` texts, shortened.
+fn first_difference(a: &str, b: &str) -> String {
+    let short = |l: &str| l.chars().take(300).collect::<String>();
+    match a.lines().zip(b.lines()).find(|(x, y)| x != y) {
+        Some((x, y)) => {
+            let at = x.chars().zip(y.chars()).take_while(|(p, q)| p == q).count();
+            let (x, y): (String, String) = (
+                x.chars().skip(at.saturating_sub(200)).collect(),
+                y.chars().skip(at.saturating_sub(200)).collect(),
+            );
+            format!("{}\n  vs\n{}", short(&x), short(&y))
+        }
+        None => "same lines".to_string(),
+    }
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -188,6 +222,26 @@ fn a_kill_at_every_write_point_then_resume_gives_the_uninterrupted_run() {
 }
 
 #[test]
+fn a_kill_between_the_results_and_the_checkpoint_keeps_no_row_of_a_later_step() {
+    // With a diagnostics row at step 60 (0-based: the 61st step, after the checkpoint of
+    // epoch 1), a kill after the results file of epoch 2 and before its checkpoint used to
+    // keep that row on resume and write it again.
+    let setup = Setup::new(3);
+    let every5 = ["--set", "train.log_every=5"];
+    let done = setup.esso("ref", &every5).output().unwrap();
+    assert!(done.status.success(), "{}", text(&done));
+    let reference = load(&setup.results("ref"));
+    let out = "between";
+    let killed =
+        setup.esso(out, &every5).env("ESSO_FAILPOINT", "results-rename:2").output().unwrap();
+    assert!(!killed.status.success(), "{}", text(&killed));
+    let resumed = setup.esso(out, &[&every5[..], &["--resume"]].concat()).output().unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let got = load(&setup.results(out));
+    assert!(got == reference, "{}", first_difference(&got, &reference));
+}
+
+#[test]
 fn a_kill_after_the_final_write_does_not_finalise_twice() {
     // The issue's repro: killed after the completed file is written, before the checkpoint
     // is removed; --resume used to finalise again and append a second final /curvature row.
@@ -225,7 +279,12 @@ fn a_kill_at_random_moments_then_resume_gives_the_uninterrupted_run() {
         child.wait().unwrap();
         let resumed = setup.esso(&out, &["--resume"]).output().unwrap();
         assert!(resumed.status.success(), "{}", text(&resumed));
-        assert_eq!(load(&setup.results(&out)), reference, "killed at {fraction} of the run");
+        let got = load(&setup.results(&out));
+        assert!(
+            got == reference,
+            "killed at {fraction} of the run: {}",
+            first_difference(&got, &reference)
+        );
         assert_eq!(names_in(&setup.out(&out)), [format!("{RUN}.h5")]);
     }
 }
@@ -286,6 +345,36 @@ fn sigint_and_sigterm_stop_at_a_step_save_and_print_the_resume_command() {
     let resumed = setup.esso(out, &["--resume"]).output().unwrap();
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert_eq!(load(&setup.results(out)), reference);
+}
+
+#[test]
+fn a_signal_mid_epoch_stops_at_that_step_and_resumes_to_the_uninterrupted_run() {
+    let setup = Setup::new(3);
+    let reference = setup.reference();
+    // Step 100 is in the middle of epoch 2 (60 steps per epoch).
+    for (action, status) in [("sigint", 130), ("sigterm", 143)] {
+        let out = format!("mid{status}");
+        let fp = format!("step:100:{action}");
+        let stopped = setup.esso(&out, &[]).env("ESSO_FAILPOINT", &fp).output().unwrap();
+        assert_eq!(stopped.status.code(), Some(status), "{}", text(&stopped));
+        assert!(
+            String::from_utf8_lossy(&stopped.stdout).contains("interrupted at step 100, saved"),
+            "{}",
+            text(&stopped)
+        );
+        let partial = RunRecord::load(&setup.results(&out)).unwrap();
+        assert_eq!(partial.steps.last("step"), Some(98.0), "rows up to the stop are saved");
+        let resumed = setup.esso(&out, &["--resume"]).output().unwrap();
+        assert!(resumed.status.success(), "{}", text(&resumed));
+        assert_eq!(load(&setup.results(&out)), reference, "{action}");
+        // And a kill -9 in the middle of an epoch after that.
+        let out = format!("midkill{status}");
+        let killed = setup.esso(&out, &[]).env("ESSO_FAILPOINT", "step:150").output().unwrap();
+        assert!(!killed.status.success(), "{}", text(&killed));
+        let resumed = setup.esso(&out, &["--resume"]).output().unwrap();
+        assert!(resumed.status.success(), "{}", text(&resumed));
+        assert_eq!(load(&setup.results(&out)), reference);
+    }
 }
 
 #[test]
