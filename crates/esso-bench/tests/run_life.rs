@@ -270,7 +270,7 @@ fn a_kill_at_random_moments_then_resume_gives_the_uninterrupted_run() {
         (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
             % 1000) as f64
             / 1000.0;
-    for (i, fraction) in [0.1, 0.4, 0.7].iter().enumerate() {
+    for (i, fraction) in [0.05, 0.25, 0.45, 0.65, 0.8].iter().enumerate() {
         let out = format!("random{i}");
         let mut child =
             setup.esso(&out, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
@@ -375,6 +375,24 @@ fn a_signal_mid_epoch_stops_at_that_step_and_resumes_to_the_uninterrupted_run() 
         assert!(resumed.status.success(), "{}", text(&resumed));
         assert_eq!(load(&setup.results(&out)), reference);
     }
+}
+
+#[test]
+fn after_a_signal_queued_runs_do_not_start_and_all_resume() {
+    let setup = Setup::new(3);
+    let reference = setup.reference();
+    let out = "queue";
+    let two = ["--set", "seeds=[1, 2]", "--jobs", "1"];
+    let stopped = setup.esso(out, &two).env("ESSO_FAILPOINT", "step:100:sigint").output().unwrap();
+    assert_eq!(stopped.status.code(), Some(130), "{}", text(&stopped));
+    let stdout = String::from_utf8_lossy(&stopped.stdout);
+    assert!(stdout.contains("tiny-seed1\tinterrupted at step 100"), "{}", text(&stopped));
+    assert!(stdout.contains("tiny-seed2\tnot started"), "{}", text(&stopped));
+    assert!(!setup.out(out).join("tiny-seed2.h5").exists());
+    let resumed = setup.esso(out, &[&two[..], &["--resume"]].concat()).output().unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert_eq!(load(&setup.results(out)), reference);
+    assert!(setup.out(out).join("tiny-seed2.h5").exists());
 }
 
 #[test]
