@@ -417,10 +417,14 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
     let mut saved = None;
     let mut config_change = None;
     if options.resume && results_path.exists() {
-        let record = RunRecord::load(&results_path).context(
-            "the run cannot be resumed from it: move it away, or run without --resume to start \
-             the run over",
-        )?;
+        let record = RunRecord::load(&results_path).with_context(|| {
+            format!(
+                "run {} cannot be resumed: move {} away, or run without --resume to start the \
+                 run over",
+                config.run_name,
+                results_path.display()
+            )
+        })?;
         let refuse = |stored_in: &Path, diffs: &[String]| {
             anyhow!(
                 "run {}: the config differs from the one stored in {}: {}; run with \
