@@ -35,14 +35,21 @@ enum Command {
     Analyze(Box<cmd::analyze::AnalyzeArgs>),
 }
 
-/// Prints the error chain as one readable message (no backtrace) and exits with status 1.
+/// Prints the error chain as one readable message (no backtrace) and exits with status 1;
+/// an `esso run` stopped by SIGINT / SIGTERM exits with 130 / 143 (see `cmd::run::Interrupted`).
 fn main() -> std::process::ExitCode {
     match dispatch(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<cmd::run::Interrupted>() {
+            Some(interrupted) => {
+                eprintln!("{interrupted}");
+                std::process::ExitCode::from(interrupted.exit_status())
+            }
+            None => {
+                eprintln!("error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -10,7 +10,11 @@
 //! is never rewritten and a crash leaves the old file) and read by [`read_analysis`].
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use hdf5::types::VarLenUnicode;
@@ -141,6 +145,10 @@ pub struct RunRecord {
     pub arrays: Vec<Matrix>,
     /// Final (or latest) weights, per layer: (W, b).
     pub weights: Vec<(Array2<f64>, Array1<f64>)>,
+    /// Config changes accepted on resume (`esso run --resume-changed`), one entry per
+    /// resume: the step and every key that changed with both values. Empty for a run that
+    /// kept its config.
+    pub config_changes: Vec<String>,
 }
 
 fn attr_str(loc: &hdf5::Location, name: &str, value: &str) -> Result<()> {
@@ -188,11 +196,27 @@ impl RunRecord {
     ///
     /// # Errors
     /// IO and HDF5 errors, with the path.
+    ///
+    /// The temporary name is unique to this writer (`<file>.tmp-<pid>-<n>`) and the temporary
+    /// file is removed when writing or renaming fails (a full disk keeps no space held).
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = tmp_path(path);
-        self.write(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        if let Err(err) = self.write(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err.context(format!(
+                "writing results file {} (is the disk full or the folder read-only?)",
+                tmp.display()
+            )));
+        }
+        failpoint("results-tmp");
+        if let Err(err) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(anyhow::Error::new(err).context(format!(
+                "renaming {} to {}",
+                tmp.display(),
+                path.display()
+            )));
+        }
         Ok(())
     }
 
@@ -208,6 +232,9 @@ impl RunRecord {
         if let RunStatus::Diverged { step, message } = &self.status {
             file.new_attr::<u64>().create("diverged_step")?.write_scalar(step)?;
             attr_str(&file, "diverged_message", message)?;
+        }
+        if !self.config_changes.is_empty() {
+            attr_str(&file, "config_changes", &self.config_changes.join("\n"))?;
         }
         write_table(&file, "epochs", &self.epochs)?;
         write_table(&file, "evals", &self.evals)?;
@@ -298,6 +325,11 @@ impl RunRecord {
             },
             arrays,
             weights,
+            config_changes: if file.attr_names()?.iter().any(|n| n == "config_changes") {
+                read_attr_str(&file, "config_changes")?.lines().map(str::to_string).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -471,14 +503,23 @@ fn read_group_into(group: &hdf5::Group, prefix: &str, section: &mut AnalysisSect
 ///
 /// The file is copied to a temporary sibling, the copy is modified and renamed over the
 /// original: readers never see a half-written file and a failure leaves the run untouched.
-/// Two processes writing analyses of one run at the same time: the last rename wins.
+/// The run's lock ([`RunLock`]) is held meanwhile: a run being written by `esso run`, or
+/// analysed by another process, is an error rather than a lost update.
 ///
 /// # Errors
-/// IO and HDF5 errors, with the path.
+/// IO and HDF5 errors, with the path; [`LockError::Busy`] when another writer holds the
+/// run.
 pub fn write_analysis(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
+    let _lock = RunLock::acquire(path)?;
     let tmp = tmp_path(path);
-    std::fs::copy(path, &tmp)
-        .with_context(|| format!("copying {} to {}", path.display(), tmp.display()))?;
+    if let Err(err) = std::fs::copy(path, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(err).context(format!(
+            "copying {} to {}",
+            path.display(),
+            tmp.display()
+        )));
+    }
     let written = (|| -> Result<()> {
         let file = hdf5::File::with_options().with_fapl(no_file_locking).open_rw(&tmp)?;
         let analysis = ensure_group(&file, ANALYSIS_GROUP)?;
@@ -493,8 +534,14 @@ pub fn write_analysis(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(err.context(format!("writing the analysis into {}", tmp.display())));
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Err(err) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(err).context(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )));
+    }
     Ok(())
 }
 
@@ -530,10 +577,198 @@ fn no_file_locking(
     fapl.file_locking(false)
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
+/// A temporary sibling of `path` unique to this writer: `<file>.tmp-<pid>-<n>`, so that two
+/// writers (threads or processes) never share one.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
     path.with_file_name(name)
+}
+
+/// Removes the temporaries a killed writer of `path` left beside it (`<file>.tmp-*`, and
+/// the fixed `<file>.tmp` of older versions). Call it only while holding the run's
+/// [`RunLock`]: no live writer of this file can then own one.
+pub(crate) fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!("{}.tmp", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let stale = file_name == prefix.as_str()
+            || file_name.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('-'));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The variable that arms a failpoint: `ESSO_FAILPOINT=<point>:<n>`.
+pub const FAILPOINT_VAR: &str = "ESSO_FAILPOINT";
+
+/// A test hook: when `ESSO_FAILPOINT=<point>:<n>` is set, the `n`-th time this process passes
+/// `point` it aborts at once (no destructors run, nothing is flushed or removed), which is what
+/// a `kill -9` at that moment leaves on disk. `<point>:<n>:sigint` (or `:sigterm`) raises
+/// that signal there instead, to interrupt a run at an exact step. The points are listed in
+/// docs/experiments.md ("Test hooks").
+pub(crate) fn failpoint(point: &str) {
+    static ARMED: OnceLock<Option<(String, u64, String)>> = OnceLock::new();
+    static PASSES: AtomicU64 = AtomicU64::new(0);
+    let armed = ARMED.get_or_init(|| {
+        let value = std::env::var(FAILPOINT_VAR).ok()?;
+        let mut parts = value.splitn(3, ':');
+        let name = parts.next()?.to_string();
+        let n = parts.next().map_or(Some(1), |n| n.parse().ok())?;
+        Some((name, n, parts.next().unwrap_or("abort").to_string()))
+    });
+    if let Some((name, n, action)) = armed
+        && name == point
+        && PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        let signal = match action.as_str() {
+            "sigint" => signal_hook::consts::SIGINT,
+            "sigterm" => signal_hook::consts::SIGTERM,
+            _ => {
+                eprintln!("esso: {FAILPOINT_VAR}={point}:{n} reached: aborting");
+                std::process::abort();
+            }
+        };
+        if signal_hook::low_level::raise(signal).is_err() {
+            std::process::abort();
+        }
+    }
+}
+
+/// Why a run's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Another writer (a thread of this process or another process) holds the run.
+    #[error(
+        "run {run} is being written by {holder} (lock file {lock}): wait for it to end, or stop \
+         it, before writing this run again"
+    )]
+    Busy {
+        /// The run's results file.
+        run: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The process id the holder wrote into the lock file, if it could be read.
+        pid: Option<u32>,
+        /// A description of the holder for the message.
+        holder: String,
+    },
+    /// The lock file could not be created or locked.
+    #[error("cannot lock run {run} with lock file {lock}: {source}")]
+    Io {
+        /// The run's results file.
+        run: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The exclusive lock of one run: an advisory lock (`flock`) on `<run>.lock` beside the
+/// results file, held as long as this value lives. One writer per run: a second
+/// [`RunLock::acquire`] of the same run, from this process or another, fails with
+/// [`LockError::Busy`] naming the holder's pid. The lock file holds the holder's pid and is
+/// removed on release; the kernel releases the lock of a killed process.
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// The lock file of the run whose results file is `results`: `<run>.lock`.
+    pub fn path_for(results: &Path) -> PathBuf {
+        results.with_extension("lock")
+    }
+
+    /// Takes the lock of the run whose results file is `results` without waiting.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] when another writer holds it, [`LockError::Io`] when the lock
+    /// file cannot be created or locked.
+    pub fn acquire(results: &Path) -> std::result::Result<RunLock, LockError> {
+        let path = Self::path_for(results);
+        let io = |source| LockError::Io { run: results.to_path_buf(), lock: path.clone(), source };
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let pid = file
+                        .read_to_string(&mut text)
+                        .ok()
+                        .and_then(|_| text.trim().parse::<u32>().ok());
+                    let holder = match pid {
+                        Some(p) if p == std::process::id() => {
+                            format!("another run of this process (pid {p}; the same run twice?)")
+                        }
+                        Some(p) => format!("another esso process (pid {p})"),
+                        None => "another esso process (pid unknown)".to_string(),
+                    };
+                    return Err(LockError::Busy {
+                        run: results.to_path_buf(),
+                        lock: path,
+                        pid,
+                        holder,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+            // The previous holder removes the file on release: if it did so between our
+            // open and our lock, we hold a lock on a file nobody else will open; try again.
+            if !same_file(&file, &path) {
+                continue;
+            }
+            file.set_len(0).map_err(io)?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(io)?;
+            return Ok(RunLock { file, path });
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so a waiter that opened it sees the removal
+        // (`same_file`) and retries on a fresh file.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
 }
 
 #[cfg(test)]
@@ -565,18 +800,25 @@ mod tests {
                 values: array![[1.0, 2.0], [3.0, 4.0]],
             }],
             weights: vec![(array![[1.0, 2.0]], array![0.5])],
+            config_changes: vec!["at step 3: optimizer.lr: 0.1 → 0.5".into(), "x".into()],
         };
         record.save(&path).unwrap();
-        assert!(!tmp_path(&path).exists());
+        assert_eq!(names_in(dir.path()), ["run.h5"], "no temporary is left");
         let back = RunRecord::load(&path).unwrap();
         assert_eq!(back, record);
     }
 
-    #[test]
-    fn analysis_sections_are_added_replaced_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("run.h5");
-        let record = RunRecord {
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn small_record() -> RunRecord {
+        RunRecord {
             name: "r".into(),
             config_toml: String::new(),
             seed: 0,
@@ -590,7 +832,68 @@ mod tests {
             top_eigenvalue: Table::default(),
             arrays: Vec::new(),
             weights: vec![(array![[1.0]], array![0.0])],
-        };
+            config_changes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_rename_removes_the_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty folder where the file should go: the rename fails after the write.
+        let path = dir.path().join("run.h5");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"x").unwrap();
+        let err = format!("{:#}", small_record().save(&path).unwrap_err());
+        assert!(err.contains("renaming") && err.contains("run.h5"), "{err}");
+        assert_eq!(names_in(dir.path()), ["run.h5"], "the temporary is removed");
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.h5");
+        for name in ["a.h5.tmp", "a.h5.tmp-12-0", "a.h5.tmpx", "ab.h5.tmp-1-0", "a.h5"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_stale_temporaries(&path);
+        assert_eq!(names_in(dir.path()), ["a.h5", "a.h5.tmpx", "ab.h5.tmp-1-0"]);
+    }
+
+    #[test]
+    fn temporary_names_are_unique_per_writer() {
+        let path = Path::new("out/run.h5");
+        assert_ne!(tmp_path(path), tmp_path(path));
+    }
+
+    #[test]
+    fn one_writer_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.h5");
+        let lock = RunLock::acquire(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(lock.path()).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let err = RunLock::acquire(&path).unwrap_err();
+        let LockError::Busy { pid, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(*pid, Some(std::process::id()));
+        let message = err.to_string();
+        assert!(message.contains("run.h5") && message.contains("run.lock"), "{message}");
+        // The analysis of a run being written is refused too, and leaves the file alone.
+        small_record().save(&path).unwrap();
+        let err = format!("{:#}", write_analysis(&path, &[AnalysisSection::new("s")]).unwrap_err());
+        assert!(err.contains("is being written by"), "{err}");
+        drop(lock);
+        assert!(!RunLock::path_for(&path).exists(), "the lock file is removed on release");
+        let again = RunLock::acquire(&path).unwrap();
+        drop(again);
+    }
+
+    #[test]
+    fn analysis_sections_are_added_replaced_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.h5");
+        let record = small_record();
         record.save(&path).unwrap();
         assert!(read_analysis(&path).unwrap().is_empty());
         let mut a = AnalysisSection::new("sharpness");
@@ -603,7 +906,7 @@ mod tests {
         let mut b = AnalysisSection::new("spectrum");
         b.set_vector("top", &[3.0, 2.0]);
         write_analysis(&path, &[a.clone(), b.clone()]).unwrap();
-        assert!(!tmp_path(&path).exists());
+        assert_eq!(names_in(dir.path()), ["run.h5"], "no temporary or lock file is left");
         assert_eq!(read_analysis(&path).unwrap(), vec![a.clone(), b]);
         // Replacing one section keeps the other; the run itself is unchanged.
         let mut b2 = AnalysisSection::new("spectrum");

@@ -1,7 +1,10 @@
 //! Running experiments: data, model, optimiser, the training loop with evaluation,
 //! curvature tracking and checkpoints, and the results file (docs/results-format.md).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,7 +23,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::results::{Matrix, RunRecord, RunStatus, Table};
+use crate::results::{
+    Matrix, RunLock, RunRecord, RunStatus, Table, failpoint, remove_stale_temporaries, tmp_path,
+};
 
 /// Largest |symlog(e)| = log10(1 + |e|) covered by the curvature histograms (|e| ≤ 1e6);
 /// values beyond land in the outermost bins.
@@ -54,11 +59,19 @@ const TTY_PRINT_INTERVAL_SECS: f64 = 0.5;
 pub struct RunOptions {
     /// Dataset cache folder.
     pub data_cache: PathBuf,
-    /// Continue interrupted runs from their checkpoint and skip completed ones.
+    /// Continue interrupted runs from their checkpoint and skip completed ones. A run whose
+    /// stored config differs from the current one (keys other than `output`) is refused.
     pub resume: bool,
-    /// Stop every run after this many epochs, as an interruption would (for tests and for
-    /// splitting long runs); the run stays resumable.
+    /// With `resume`: continue a run even though its config changed, recording the change
+    /// in the results file (`config_changes`).
+    pub resume_changed: bool,
+    /// Stop every run after this many epochs (at least 1), as an interruption would (for
+    /// tests and for splitting long runs); the run stays resumable.
     pub stop_after_epochs: Option<usize>,
+    /// A signal number set by a signal handler (0: none). Once it is non-zero, running runs
+    /// stop at the next step boundary with their checkpoint and results written
+    /// ([`RunOutcome::Interrupted`]) and runs not yet started do not start.
+    pub interrupt: Arc<AtomicUsize>,
     /// Print progress to stderr.
     pub verbose: bool,
     /// Progress bars, one per run, on a terminal; `None` prints a plain line every few
@@ -73,7 +86,9 @@ impl RunOptions {
         RunOptions {
             data_cache: data_cache.into(),
             resume: false,
+            resume_changed: false,
             stop_after_epochs: None,
+            interrupt: Arc::new(AtomicUsize::new(0)),
             verbose: false,
             bars: None,
         }
@@ -92,6 +107,14 @@ pub enum RunOutcome {
     Skipped,
     /// Stopped by `stop_after_epochs`; resumable.
     Stopped,
+    /// Stopped by [`RunOptions::interrupt`]; resumable.
+    Interrupted {
+        /// The signal number.
+        signal: usize,
+        /// The step at which the run stopped, its checkpoint written; `None` when the run
+        /// had not started (nothing written).
+        step: Option<u64>,
+    },
     /// A non-finite quantity stopped the run.
     Diverged {
         /// Step index.
@@ -101,11 +124,62 @@ pub enum RunOutcome {
     },
 }
 
-/// What a checkpoint file holds: the optimiser's checkpoint and the training time so far.
+/// What a checkpoint file holds: the optimiser's checkpoint, the training time so far, the
+/// run's config and the learning rate of the last step (recorded with the final top
+/// eigenvalue, so a run resumed at its very end writes what an uninterrupted one does).
 #[derive(Debug, Serialize, Deserialize)]
 struct SavedCheckpoint {
     checkpoint: Checkpoint,
     train_seconds: f64,
+    #[serde(default)]
+    config_toml: Option<String>,
+    #[serde(default)]
+    learning_rate: Option<f64>,
+}
+
+/// Keys of a run's config that may differ on resume: the folder the run is found in.
+pub const RESUME_IGNORED_KEYS: &[&str] = &["output"];
+
+/// The differences between a stored run config (TOML text from a results file or a
+/// checkpoint) and `config`, one line per key (`key: stored → now`, `(absent)` for a key on
+/// one side only), keys in order; [`RESUME_IGNORED_KEYS`] do not count.
+///
+/// The two are compared as parsed TOML tables, key by key, after filling the defaults of the
+/// stored one, so formatting and keys left at their defaults do not count.
+///
+/// # Errors
+/// A stored config that is not TOML.
+pub fn config_differences(stored: &str, config: &RunConfig) -> Result<Vec<String>> {
+    let raw: toml::Table =
+        stored.parse().map_err(|e| anyhow!("the stored config is not valid TOML: {e}"))?;
+    let stored_table = toml::from_str::<RunConfig>(stored)
+        .ok()
+        .and_then(|c| toml::Table::try_from(c).ok())
+        .unwrap_or(raw);
+    let current = toml::Table::try_from(config).context("serialising the current config")?;
+    let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", &stored_table, &mut old);
+    flatten("", &current, &mut new);
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let show = |v: Option<&toml::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+    Ok(keys
+        .into_iter()
+        .filter(|k| !RESUME_IGNORED_KEYS.contains(&k.as_str()))
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| format!("{k}: {} → {}", show(old.get(k)), show(new.get(k))))
+        .collect())
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(t) => flatten(&path, t, out),
+            other => {
+                out.insert(path, other.clone());
+            }
+        }
+    }
 }
 
 /// Loads the run's dataset (fetching MNIST / Fashion-MNIST into the cache when missing),
@@ -247,6 +321,7 @@ fn new_record(config: &RunConfig, n_layers: usize) -> RunRecord {
             values: histogram_edges(config.tracking.n_bins).insert_axis(ndarray::Axis(0)),
         }],
         weights: Vec::new(),
+        config_changes: Vec::new(),
     }
 }
 
@@ -265,32 +340,154 @@ fn weights_of(mlp: &Mlp) -> Vec<(Array2<f64>, ndarray::Array1<f64>)> {
     mlp.layers().iter().map(|l| (l.weight().clone(), l.bias().clone())).collect()
 }
 
+/// Writes `text` to a temporary sibling unique to this writer and renames it to `path`;
+/// the temporary is removed when either fails.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    let tmp = tmp_path(path);
+    if let Err(err) = std::fs::write(&tmp, text) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(err).context(format!(
+            "writing checkpoint {} (is the disk full or the folder read-only?)",
+            tmp.display()
+        )));
+    }
+    failpoint("checkpoint-tmp");
+    if let Err(err) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(err).context(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )));
+    }
+    failpoint("checkpoint-rename");
     Ok(())
 }
 
-/// Runs one run to its end (or to `stop_after_epochs`), writing its results file after
-/// every epoch and its checkpoint beside it.
+fn remove_checkpoint(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            failpoint("checkpoint-remove");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            Err(anyhow::Error::new(e).context(format!("removing checkpoint {}", path.display())))
+        }
+    }
+}
+
+fn signal_of(options: &RunOptions) -> Option<usize> {
+    match options.interrupt.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Runs one run to its end (or to `stop_after_epochs`, or to an interruption), writing its
+/// results file after every epoch and its checkpoint beside it, under the run's
+/// [`RunLock`].
+///
+/// With `resume`, a run whose results file says `completed` or `diverged` is never touched
+/// again (a leftover checkpoint beside it is removed) and an interrupted one continues from
+/// its checkpoint; both refuse a config that differs from the stored one unless
+/// `resume_changed`. Without `resume`, the run starts over.
 ///
 /// # Errors
-/// Setup errors (data, config, files). Divergence is not an error: it is recorded in the
-/// results file and returned as [`RunOutcome::Diverged`].
+/// Setup errors (data, config, files), a run locked by another writer, a changed config on
+/// resume. Divergence is not an error: it is recorded in the results file and returned as
+/// [`RunOutcome::Diverged`].
 pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
     let results_path = config.results_path();
     let checkpoint_path = config.checkpoint_path();
+    if options.stop_after_epochs == Some(0) {
+        bail!(
+            "stop after 0 epochs would stop before the first epoch: give at least 1, or none to \
+             run every epoch"
+        );
+    }
+    if let Some(signal) = signal_of(options) {
+        return Ok(RunOutcome::Interrupted { signal, step: None });
+    }
     std::fs::create_dir_all(&config.output)
         .with_context(|| format!("creating output folder {}", config.output.display()))?;
-    let resuming = options.resume && checkpoint_path.exists() && results_path.exists();
-    if options.resume && !resuming && results_path.exists() {
-        let record = RunRecord::load(&results_path)?;
-        if record.status != RunStatus::Running && record.config_toml == config.to_toml() {
+    let _lock = RunLock::acquire(&results_path)?;
+    remove_stale_temporaries(&results_path);
+    remove_stale_temporaries(&checkpoint_path);
+    let mut saved = None;
+    let mut config_change = None;
+    if options.resume && results_path.exists() {
+        let record = RunRecord::load(&results_path).with_context(|| {
+            format!(
+                "run {} cannot be resumed: move {} away, or run without --resume to start the \
+                 run over",
+                config.run_name,
+                results_path.display()
+            )
+        })?;
+        let refuse = |stored_in: &Path, diffs: &[String]| {
+            anyhow!(
+                "run {}: the config differs from the one stored in {}: {}; run with \
+                 --resume-changed to continue under the new config (the change is recorded in \
+                 the results file), or without --resume to start the run over",
+                config.run_name,
+                stored_in.display(),
+                diffs.join("; ")
+            )
+        };
+        let diffs = config_differences(&record.config_toml, config)
+            .with_context(|| format!("results file {}", results_path.display()))?;
+        if record.status != RunStatus::Running {
+            if !diffs.is_empty() {
+                bail!(
+                    "run {} is {} under another config ({}: {}); a finished run is never \
+                     changed: run without --resume to run it again from the start (this \
+                     replaces the file), or give the new config another name or output",
+                    config.run_name,
+                    record.status.name(),
+                    results_path.display(),
+                    diffs.join("; ")
+                );
+            }
+            // A kill between the final write and the checkpoint's removal leaves it behind.
+            remove_checkpoint(&checkpoint_path)?;
             return Ok(RunOutcome::Skipped);
         }
+        if checkpoint_path.exists() {
+            let text = std::fs::read_to_string(&checkpoint_path)
+                .with_context(|| format!("reading checkpoint {}", checkpoint_path.display()))?;
+            let checkpoint: SavedCheckpoint = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "checkpoint {} is corrupt: remove it to start the run over",
+                    checkpoint_path.display()
+                )
+            })?;
+            let (stored, stored_in) = match &checkpoint.config_toml {
+                Some(c) => (c.as_str(), checkpoint_path.as_path()),
+                None => (record.config_toml.as_str(), results_path.as_path()),
+            };
+            let diffs = config_differences(stored, config)
+                .with_context(|| format!("checkpoint {}", stored_in.display()))?;
+            if !diffs.is_empty() {
+                if !options.resume_changed {
+                    return Err(refuse(stored_in, &diffs));
+                }
+                config_change = Some(diffs);
+            }
+            saved = Some((checkpoint, record));
+        } else if !diffs.is_empty() && !options.resume_changed {
+            return Err(refuse(&results_path, &diffs));
+        }
+    }
+    if saved.is_none() {
+        // Starting over: a checkpoint of an earlier run must not pair with the new file.
+        remove_checkpoint(&checkpoint_path)?;
     }
     let dataset = prepare_data(config, &options.data_cache, options.verbose)?;
+    if let Some(signal) = signal_of(options) {
+        // Interrupted while the data was loading (a fetch): nothing of this session written.
+        return Ok(RunOutcome::Interrupted { signal, step: None });
+    }
     let train = dataset.train();
     let loss = config.model.loss;
     let mut mlp = build_model(config)?;
@@ -336,14 +533,13 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         bar: None,
         failure: None,
         n_steps_done: 0,
+        interrupt: Arc::clone(&options.interrupt),
+        stop_signal: None,
+        saved_at: None,
     };
 
     let mut progress = Progress::default();
-    if resuming {
-        let text = std::fs::read_to_string(&checkpoint_path)
-            .with_context(|| format!("reading checkpoint {}", checkpoint_path.display()))?;
-        let saved: SavedCheckpoint = serde_json::from_str(&text)
-            .with_context(|| format!("checkpoint {} is corrupt", checkpoint_path.display()))?;
+    if let Some((saved, record)) = saved {
         if saved.checkpoint.mlp.sizes() != config.model.sizes {
             bail!(
                 "checkpoint {} holds a network of sizes {:?}, the config says {:?}",
@@ -359,8 +555,18 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         progress = saved.checkpoint.progress;
         recorder.n_steps_done = progress.n_steps;
         recorder.train_seconds = saved.train_seconds;
-        recorder.record = RunRecord::load(&results_path)?;
+        recorder.learning_rate = saved.learning_rate.unwrap_or(f64::NAN);
+        recorder.saved_at = Some(progress.n_steps);
+        recorder.record = record;
         recorder.rollback_to(progress.n_steps);
+        if let Some(diffs) = config_change {
+            recorder.record.config_toml = config.to_toml();
+            recorder.record.config_changes.push(format!(
+                "resumed at step {}: {}",
+                progress.n_steps,
+                diffs.join("; ")
+            ));
+        }
         if options.verbose {
             eprintln!(
                 "{}: resuming at epoch {} (step {})",
@@ -395,18 +601,31 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
         return Err(err.context(format!("run {}", config.run_name)));
     }
     match result {
-        Ok(outcome) if outcome.termination == Termination::Stopped => Ok(RunOutcome::Stopped),
+        Ok(outcome) if outcome.termination == Termination::Stopped => {
+            let Some(signal) = recorder.stop_signal else { return Ok(RunOutcome::Stopped) };
+            let step = outcome.progress.n_steps;
+            if recorder.saved_at != Some(step) {
+                recorder
+                    .save_checkpoint(&outcome.progress, &mlp, optimizer.as_ref())
+                    .with_context(|| {
+                        format!("run {}: saving at the interruption", config.run_name)
+                    })?;
+            }
+            if let Some(bar) = &recorder.bar {
+                bar.abandon_with_message(format!("interrupted at step {step} (resumable)"));
+            } else if options.verbose {
+                eprintln!("{}: interrupted at step {step}, saved (resumable)", config.run_name);
+            }
+            Ok(RunOutcome::Interrupted { signal, step: Some(step) })
+        }
         Ok(outcome) => {
             recorder.track_curvature(&mlp, outcome.progress.n_steps, Some("final"))?;
             recorder.track_top_eigenvalue(&mlp, outcome.progress.n_steps, true)?;
             recorder.record.status = RunStatus::Completed;
             recorder.record.weights = weights_of(&mlp);
             recorder.record.save(&results_path)?;
-            if checkpoint_path.exists() {
-                std::fs::remove_file(&checkpoint_path).with_context(|| {
-                    format!("removing finished checkpoint {}", checkpoint_path.display())
-                })?;
-            }
+            failpoint("final-write");
+            remove_checkpoint(&checkpoint_path)?;
             recorder.finish_line("done");
             Ok(RunOutcome::Completed {
                 test_accuracy: recorder
@@ -431,11 +650,8 @@ pub fn run_one(config: &RunConfig, options: &RunOptions) -> Result<RunOutcome> {
             recorder.record.status = RunStatus::Diverged { step, message: message.clone() };
             recorder.record.weights = weights_of(&mlp);
             recorder.record.save(&results_path)?;
-            if checkpoint_path.exists() {
-                std::fs::remove_file(&checkpoint_path).with_context(|| {
-                    format!("removing checkpoint {}", checkpoint_path.display())
-                })?;
-            }
+            failpoint("final-write");
+            remove_checkpoint(&checkpoint_path)?;
             recorder.finish_line("diverged");
             Ok(RunOutcome::Diverged { step, message })
         }
@@ -469,6 +685,12 @@ struct Recorder<'a> {
     failure: Option<anyhow::Error>,
     /// Steps completed so far (the index of the step being taken when an error ends the run).
     n_steps_done: u64,
+    /// Set by a signal handler: stop at the next step boundary.
+    interrupt: Arc<AtomicUsize>,
+    /// The signal that stopped the run.
+    stop_signal: Option<usize>,
+    /// The step of the last checkpoint written or loaded.
+    saved_at: Option<u64>,
 }
 
 impl Recorder<'_> {
@@ -483,16 +705,19 @@ impl Recorder<'_> {
     /// Drops rows recorded after step `n_steps` (a crash between the results file and the
     /// checkpoint can leave the file ahead of the checkpoint).
     fn rollback_to(&mut self, n_steps: u64) {
+        // The other tables count steps taken (the row of step k is written after k steps);
+        // `/steps` numbers each step from 0, so its row k belongs to the (k+1)-th step.
         let limit = n_steps as f64;
-        for t in [
-            &mut self.record.epochs,
-            &mut self.record.evals,
-            &mut self.record.steps,
-            &mut self.record.curvature,
-            &mut self.record.top_eigenvalue,
-        ] {
-            let keep =
-                t.column("step").map_or(0, |c| c.iter().take_while(|&&s| s <= limit).count());
+        let tables = [
+            (&mut self.record.epochs, false),
+            (&mut self.record.evals, false),
+            (&mut self.record.steps, true),
+            (&mut self.record.curvature, false),
+            (&mut self.record.top_eigenvalue, false),
+        ];
+        for (t, zero_based) in tables {
+            let kept = |s: f64| if zero_based { s < limit } else { s <= limit };
+            let keep = t.column("step").map_or(0, |c| c.iter().take_while(|&&s| kept(s)).count());
             t.truncate(keep);
         }
         let n_points = self.record.curvature.n_rows();
@@ -634,6 +859,7 @@ impl Recorder<'_> {
     ) -> Result<()> {
         self.record.weights = weights_of(mlp);
         self.record.save(&self.results_path)?;
+        failpoint("results-rename");
         let saved = SavedCheckpoint {
             checkpoint: Checkpoint {
                 mlp: mlp.clone(),
@@ -641,9 +867,24 @@ impl Recorder<'_> {
                 progress: *progress,
             },
             train_seconds: self.train_seconds,
+            config_toml: Some(self.record.config_toml.clone()),
+            learning_rate: Some(self.learning_rate).filter(|r| r.is_finite()),
         };
         let text = serde_json::to_string(&saved).context("serialising the checkpoint")?;
-        write_atomic(&self.checkpoint_path, &text)
+        write_atomic(&self.checkpoint_path, &text)?;
+        self.saved_at = Some(progress.n_steps);
+        Ok(())
+    }
+
+    /// The signal that asks the run to stop, if one arrived.
+    fn interrupted(&mut self) -> bool {
+        match self.interrupt.load(Ordering::SeqCst) {
+            0 => false,
+            s => {
+                self.stop_signal = Some(s);
+                true
+            }
+        }
     }
 
     fn print_progress(&mut self, progress: &Progress, force: bool) {
@@ -743,6 +984,11 @@ impl Observer for Recorder<'_> {
         }
         self.print_progress(progress, false);
         self.resume_clock();
+        failpoint("step");
+        // At an epoch's last step the epoch end (evaluation, checkpoint) comes first.
+        if !end_of_epoch && self.interrupted() {
+            return Control::Stop;
+        }
         Control::Continue
     }
 
@@ -767,6 +1013,9 @@ impl Observer for Recorder<'_> {
         self.epochs_this_session += 1;
         self.print_progress(progress, true);
         self.resume_clock();
+        if progress.epoch < self.config.train.epochs && self.interrupted() {
+            return Ok(Control::Stop);
+        }
         if self.stop_after_epochs.is_some_and(|k| self.epochs_this_session >= k)
             && progress.epoch < self.config.train.epochs
         {

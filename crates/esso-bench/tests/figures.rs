@@ -95,6 +95,7 @@ fn record(config: &esso_bench::config::RunConfig, k: f64) -> RunRecord {
         top_eigenvalue: Table::default(),
         arrays,
         weights: Vec::new(),
+        config_changes: Vec::new(),
     }
 }
 

@@ -196,3 +196,92 @@ fn a_model_that_does_not_fit_the_data_is_named() {
     let err = format!("{:#}", run_one(&exp.runs[0], &options(dir.path())).unwrap_err());
     assert!(err.contains("the last size is 9 but dataset digits has 10 classes"), "{err}");
 }
+
+#[test]
+fn resume_refuses_a_changed_config_naming_every_key_unless_told() {
+    // The repro: stop, then resume with another learning rate and more epochs.
+    let dir = tempfile::tempdir().unwrap();
+    let run = &experiment(dir.path(), &["seeds=[1]"]).runs[0];
+    let mut opts = options(dir.path());
+    opts.stop_after_epochs = Some(1);
+    assert_eq!(run_one(run, &opts).unwrap(), RunOutcome::Stopped);
+    let before = std::fs::read(run.results_path()).unwrap();
+    opts.stop_after_epochs = None;
+    opts.resume = true;
+    let changed =
+        &experiment(dir.path(), &["seeds=[1]", "optimizer.lr=0.5", "train.epochs=10"]).runs[0];
+    let err = format!("{:#}", run_one(changed, &opts).unwrap_err());
+    assert!(err.contains("optimizer.lr: 0.05 → 0.5"), "{err}");
+    assert!(err.contains("train.epochs: 3 → 10"), "{err}");
+    assert!(err.contains("--resume-changed"), "{err}");
+    assert_eq!(std::fs::read(run.results_path()).unwrap(), before, "the file is untouched");
+    // The folder the run is found in does not count.
+    let same_folder = format!("output={:?}", dir.path().join(".").display().to_string());
+    let moved = &experiment(dir.path(), &["seeds=[1]", "train.epochs=2", &same_folder]).runs[0];
+    let err = format!("{:#}", run_one(moved, &opts).unwrap_err());
+    assert!(err.contains("train.epochs: 3 → 2") && !err.contains("output"), "{err}");
+    // Told explicitly: the run goes on under the new config and the file says so.
+    opts.resume_changed = true;
+    assert!(matches!(run_one(changed, &opts).unwrap(), RunOutcome::Completed { .. }));
+    let rec = RunRecord::load(&run.results_path()).unwrap();
+    assert_eq!(rec.epochs.column("epoch").unwrap().len(), 11);
+    assert_eq!(rec.config_changes.len(), 1, "{:?}", rec.config_changes);
+    assert!(rec.config_changes[0].starts_with("resumed at step 60: "), "{:?}", rec.config_changes);
+    assert!(rec.config_changes[0].contains("optimizer.lr: 0.05 → 0.5"));
+    assert!(rec.config_toml.contains("lr = 0.5"), "{}", rec.config_toml);
+    // A finished run under another config is refused even with --resume-changed.
+    let err = format!("{:#}", run_one(run, &opts).unwrap_err());
+    assert!(err.contains("is completed under another config"), "{err}");
+}
+
+#[test]
+fn a_finished_run_is_never_touched_again_and_a_leftover_checkpoint_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = &experiment(dir.path(), &["seeds=[1]"]).runs[0];
+    let mut opts = options(dir.path());
+    opts.stop_after_epochs = Some(2);
+    run_one(run, &opts).unwrap();
+    let checkpoint = std::fs::read(run.checkpoint_path()).unwrap();
+    opts.stop_after_epochs = None;
+    opts.resume = true;
+    assert!(matches!(run_one(run, &opts).unwrap(), RunOutcome::Completed { .. }));
+    let done = std::fs::read(run.results_path()).unwrap();
+    std::fs::write(run.checkpoint_path(), checkpoint).unwrap();
+    assert_eq!(run_one(run, &opts).unwrap(), RunOutcome::Skipped);
+    assert_eq!(std::fs::read(run.results_path()).unwrap(), done);
+    assert!(!run.checkpoint_path().exists());
+}
+
+#[test]
+fn a_run_being_written_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = &experiment(dir.path(), &["seeds=[1]"]).runs[0];
+    std::fs::create_dir_all(&run.output).unwrap();
+    let lock = esso_bench::results::RunLock::acquire(&run.results_path()).unwrap();
+    for resume in [false, true] {
+        let mut opts = options(dir.path());
+        opts.resume = resume;
+        let err = format!("{:#}", run_one(run, &opts).unwrap_err());
+        assert!(err.contains("is being written by another run of this process"), "{err}");
+        assert!(err.contains(&run.results_path().display().to_string()), "{err}");
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    }
+    assert!(!run.results_path().exists());
+    drop(lock);
+    assert!(matches!(run_one(run, &options(dir.path())).unwrap(), RunOutcome::Completed { .. }));
+}
+
+#[test]
+fn stopping_after_zero_epochs_is_an_error_and_an_interrupt_before_the_start_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = &experiment(dir.path(), &["seeds=[1]"]).runs[0];
+    let mut opts = options(dir.path());
+    opts.stop_after_epochs = Some(0);
+    let err = format!("{:#}", run_one(run, &opts).unwrap_err());
+    assert!(err.contains("stop after 0 epochs"), "{err}");
+    assert!(!run.results_path().exists());
+    let opts = options(dir.path());
+    opts.interrupt.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(run_one(run, &opts).unwrap(), RunOutcome::Interrupted { signal: 2, step: None });
+    assert!(!run.results_path().exists());
+}

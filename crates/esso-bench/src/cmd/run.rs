@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use esso_bench::config::Experiment;
@@ -28,9 +30,14 @@ pub struct RunArgs {
     /// Dataset cache folder (default: $ESSO_DATA, else ~/.cache/esso).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    /// Stop each run after this many epochs, resumable with --resume (splits long runs).
-    #[arg(long, value_name = "N")]
+    /// Stop each run after this many epochs (N ≥ 1), resumable with --resume (splits long
+    /// runs).
+    #[arg(long, value_name = "N", value_parser = at_least_one_epoch)]
     pub stop_after_epochs: Option<usize>,
+    /// With --resume (implied): continue runs whose config changed since they were started,
+    /// recording the change in their results files.
+    #[arg(long)]
+    pub resume_changed: bool,
     /// Print nothing but errors and the final summary.
     #[arg(long)]
     pub quiet: bool,
@@ -55,10 +62,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(c) => c,
         None => esso_data::default_cache_dir().context("finding the dataset cache folder")?,
     };
+    let interrupt = install_signal_handlers()?;
     let options = RunOptions {
         data_cache,
-        resume: args.resume,
+        resume: args.resume || args.resume_changed,
+        resume_changed: args.resume_changed,
         stop_after_epochs: args.stop_after_epochs,
+        interrupt: Arc::clone(&interrupt),
         verbose: !args.quiet,
         bars: std::io::stderr().is_terminal().then(indicatif::MultiProgress::new),
     };
@@ -73,6 +83,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let outcomes: Vec<_> =
         pool.install(|| experiment.runs.par_iter().map(|r| (r, run_one(r, &options))).collect());
     let mut n_failed = 0;
+    let (mut n_saved, mut n_not_started) = (0, 0);
     for (r, outcome) in &outcomes {
         match outcome {
             Ok(RunOutcome::Completed { test_accuracy }) => {
@@ -81,6 +92,14 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             Ok(RunOutcome::Skipped) => println!("{}\tskipped (already complete)", r.run_name),
             Ok(RunOutcome::Stopped) => println!("{}\tstopped (resume with --resume)", r.run_name),
+            Ok(RunOutcome::Interrupted { step: Some(step), .. }) => {
+                n_saved += 1;
+                println!("{}\tinterrupted at step {step}, saved (resumable)", r.run_name);
+            }
+            Ok(RunOutcome::Interrupted { step: None, .. }) => {
+                n_not_started += 1;
+                println!("{}\tnot started (interrupted)", r.run_name);
+            }
             Ok(RunOutcome::Diverged { step, message }) => {
                 println!("{}\tdiverged at step {step}: {message}", r.run_name);
             }
@@ -90,8 +109,105 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
+    let signal = interrupt.load(Ordering::SeqCst);
+    if signal != 0 {
+        let failed =
+            if n_failed > 0 { format!(", {n_failed} failed (above)") } else { String::new() };
+        return Err(Interrupted {
+            signal,
+            message: format!(
+                "esso run: interrupted by {}: {n_saved} run(s) stopped at a step boundary with \
+                 their checkpoint and results written, {n_not_started} not started{failed}; \
+                 everything can be resumed with:\n  {}",
+                signal_name(signal),
+                resume_command()
+            ),
+        }
+        .into());
+    }
     if n_failed > 0 {
-        bail!("{n_failed} of {n_runs} run(s) failed (the others completed)");
+        let others = if n_failed < n_runs { " (the others completed)" } else { "" };
+        bail!("{n_failed} of {n_runs} run(s) failed{others}");
     }
     Ok(())
+}
+
+/// `esso run` stopped by SIGINT or SIGTERM after saving every run: `main` prints the message
+/// and exits with status 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
+#[derive(Debug)]
+pub struct Interrupted {
+    /// The signal number.
+    pub signal: usize,
+    /// What was saved and the command that resumes.
+    pub message: String,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+impl Interrupted {
+    /// The process exit status: 128 + the signal number, as a shell reports a process killed
+    /// by that signal.
+    pub fn exit_status(&self) -> u8 {
+        u8::try_from(128 + self.signal).unwrap_or(u8::MAX)
+    }
+}
+
+/// SIGINT and SIGTERM set a flag that the runs check at every step boundary; a second one
+/// while the first is being handled exits at once with 128 + its number (what was saved at
+/// the last checkpoint stays resumable).
+fn install_signal_handlers() -> Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let signal = Arc::new(AtomicUsize::new(0));
+    let pending = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first so that it sees the flag of an earlier signal, not of this one.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&pending))
+            .with_context(|| format!("installing the {} handler", signal_name(sig as usize)))?;
+        signal_hook::flag::register(sig, Arc::clone(&pending))
+            .with_context(|| format!("installing the {} handler", signal_name(sig as usize)))?;
+        signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)
+            .with_context(|| format!("installing the {} handler", signal_name(sig as usize)))?;
+    }
+    Ok(signal)
+}
+
+fn signal_name(signal: usize) -> String {
+    match signal as i32 {
+        signal_hook::consts::SIGINT => "SIGINT".to_string(),
+        signal_hook::consts::SIGTERM => "SIGTERM".to_string(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// This process's command line with `--resume` added (unless it has it), quoted for a POSIX
+/// shell.
+fn resume_command() -> String {
+    let mut args: Vec<String> =
+        std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if !args.iter().any(|a| a == "--resume" || a == "--resume-changed") {
+        args.push("--resume".to_string());
+    }
+    args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "_./=,:@%+-".contains(c));
+    if plain { arg.to_string() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
+}
+
+fn at_least_one_epoch(value: &str) -> std::result::Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("0 would stop before the first epoch: give N ≥ 1, or leave the option out \
+                      to run every epoch"
+            .to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: give a whole number of epochs ≥ 1")),
+    }
 }

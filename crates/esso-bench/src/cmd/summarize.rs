@@ -22,7 +22,24 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
     if paths.is_empty() {
         bail!("no results files (*.h5) under {}", args.dir.display());
     }
-    let records = paths.iter().map(|p| RunRecord::load(p)).collect::<Result<Vec<_>>>()?;
+    let mut records = Vec::with_capacity(paths.len());
+    let mut n_unreadable = 0;
+    for path in &paths {
+        match RunRecord::load(path) {
+            Ok(record) => records.push(record),
+            Err(err) => {
+                n_unreadable += 1;
+                eprintln!("esso summarize: skipping an unreadable file: {err:#}");
+            }
+        }
+    }
+    if records.is_empty() {
+        bail!(
+            "none of the {} results file(s) under {} could be read (errors above)",
+            paths.len(),
+            args.dir.display()
+        );
+    }
     let rows = summarize(&records);
     print!("{}", to_table(&rows));
     let csv = args.csv.unwrap_or_else(|| args.dir.join("summary.csv"));
@@ -33,5 +50,13 @@ pub fn run(args: SummarizeArgs) -> Result<()> {
         rows.len(),
         csv.display()
     );
+    if n_unreadable > 0 {
+        bail!(
+            "{n_unreadable} of {} results file(s) could not be read (listed above); the summary \
+             covers the other {}",
+            paths.len(),
+            records.len()
+        );
+    }
     Ok(())
 }
