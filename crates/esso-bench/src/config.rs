@@ -388,8 +388,8 @@ fn read_config(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot read experiment config {shown}"))?;
     let too_big = |size: String| {
         anyhow!(
-            "experiment config {shown} holds {size}, more than the {MAX_CONFIG_BYTES} a config \
-             may have: is it the right file?"
+            "experiment config {shown} holds {size}: a config may have at most \
+             {MAX_CONFIG_BYTES} bytes; is it the right file?"
         )
     };
     let len =
@@ -402,7 +402,7 @@ fn read_config(path: &Path) -> Result<String> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read experiment config {shown}"))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(too_big(format!("over {MAX_CONFIG_BYTES} bytes")));
+        return Err(too_big(format!("more than {MAX_CONFIG_BYTES} bytes")));
     }
     String::from_utf8(bytes).map_err(|e| {
         anyhow!(
@@ -1182,7 +1182,16 @@ lr = 0.1
         // Sparse: the size is what is refused, before a byte is read.
         file.set_len(50_000_000).unwrap();
         let e = format!("{:#}", Experiment::load(&big, None, &[]).unwrap_err());
-        assert!(e.contains("big.toml holds 50000000 bytes") && e.contains("1048576"), "{e}");
+        assert!(
+            e.contains("big.toml holds 50000000 bytes: a config may have at most 1048576"),
+            "{e}"
+        );
+        // A device reports no size: it is read up to one byte past the limit.
+        let zero = Path::new("/dev/zero");
+        if zero.exists() {
+            let e = format!("{:#}", Experiment::load(zero, None, &[]).unwrap_err());
+            assert!(e.contains("/dev/zero holds more than 1048576 bytes"), "{e}");
+        }
         let binary = dir.join("bin.toml");
         std::fs::write(&binary, [b'a', 0xff, b'b']).unwrap();
         let e = format!("{:#}", Experiment::load(&binary, None, &[]).unwrap_err());
