@@ -462,7 +462,9 @@ impl Variant<'_> {
         }
         let name = match table.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(other) => bail!("{file}: `name` must be a non-empty string, got {other}"),
+            Some(other) => {
+                bail!("{file}: `name` must be a non-empty string, got a {}", other.type_str())
+            }
             None => self
                 .path
                 .file_stem()
@@ -481,7 +483,7 @@ impl Variant<'_> {
             bail!("{file}: `seeds` is empty");
         }
         if let Some(seed) = first_repeat(&seeds) {
-            bail!("{file}: seeds = {seeds:?} lists seed {seed} more than once: remove the repeat");
+            bail!("{file}: `seeds` lists seed {seed} more than once: remove the repeat");
         }
         let output = match table.get("output") {
             None => match profile {
@@ -621,9 +623,11 @@ fn sweep_point(sweep: &BTreeMap<String, Vec<Value>>, mut index: u64) -> Vec<(&st
     point
 }
 
-/// The first value that appears twice.
-fn first_repeat<T: PartialEq>(values: &[T]) -> Option<&T> {
-    values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v)
+/// The first value that appears twice, compared by how it is written (a list may be as long
+/// as a config file allows, so no pairwise comparison).
+fn first_repeat<T: std::fmt::Display>(values: &[T]) -> Option<&T> {
+    let mut seen = std::collections::HashSet::with_capacity(values.len());
+    values.iter().find(|v| !seen.insert(v.to_string()))
 }
 
 /// Refuses a name that cannot be a file name in the output folder: too long, hidden (which
@@ -1069,7 +1073,11 @@ lr = 0.1
     #[test]
     fn duplicate_runs_are_an_error_naming_them() {
         let e = err(BASE, &["seeds=[0, 1, 0]"]);
-        assert!(e.contains("lists seed 0 more than once"), "{e}");
+        assert!(e.contains("`seeds` lists seed 0 more than once"), "{e}");
+        // Long lists are checked in linear time and not echoed back.
+        let many: Vec<String> = (0..100_000).map(|i| (i % 50_000).to_string()).collect();
+        let e = err(BASE, &[&format!("seeds=[{}]", many.join(","))]);
+        assert!(e.ends_with("lists seed 0 more than once: remove the repeat") && e.len() < 200);
         let e = err(&format!("{BASE}[sweep]\n\"optimizer.lr\" = [0.1, 0.2, 0.1]\n"), &[]);
         assert!(e.contains("`optimizer.lr` lists 0.1 more than once"), "{e}");
         let alike = format!(
