@@ -238,6 +238,10 @@ pub const DEFAULT_MAX_RUNS: u64 = 10_000;
 /// names beside it) must fit in the 255 bytes a file name may have.
 pub const MAX_RUN_NAME_BYTES: usize = 200;
 
+/// Most `[profile.*]` tables in one file: every one is expanded and checked at load, so
+/// their number bounds the work of loading (with [`DEFAULT_MAX_RUNS`] runs each).
+pub const MAX_PROFILES: usize = 64;
+
 /// Most bins of a curvature histogram (`[tracking] n_bins`).
 pub const MAX_BINS: usize = 100_000;
 
@@ -353,6 +357,12 @@ impl Experiment {
                 bail!("{file}: `profile` must be a table of profiles, got a {}", other.type_str())
             }
         };
+        if profiles.len() > MAX_PROFILES {
+            bail!(
+                "{file}: {} [profile.*] tables, more than the {MAX_PROFILES} a config may have",
+                profiles.len()
+            );
+        }
         for (name, entries) in &profiles {
             if !entries.is_table() {
                 bail!("{file}: [profile.{name}] must be a table of \"dotted.key\" = value");
@@ -1152,6 +1162,10 @@ lr = 0.1
             let e = format!("{e:#}");
             assert!(e.starts_with("e.toml [profile.broken]: [data] train_first = 99999"), "{e}");
         }
+        let many: String =
+            (0..=MAX_PROFILES).map(|i| format!("[profile.p{i}]\n\"train.epochs\" = 1\n")).collect();
+        let e = err(&format!("{BASE}{many}"), &[]);
+        assert!(e.contains("65 [profile.*] tables, more than the 64"), "{e}");
         let e = err(&format!("{BASE}[profile.typo]\n\"train.epoch\" = 1\n"), &[]);
         assert!(e.contains("[profile.typo]") && e.contains("did you mean `epochs`?"), "{e}");
         // The file without a profile is checked when a profile is selected.
