@@ -453,13 +453,13 @@ impl Variant<'_> {
         {
             for (key, value) in entries {
                 tomlpath::set(&mut table, key, value.clone())
-                    .with_context(|| format!("{file}: {key}"))?;
+                    .with_context(|| format!("{file}: {}", tomlpath::shorten(key)))?;
             }
         }
         for assignment in self.overrides {
             let (key, value) = tomlpath::split_assignment(assignment)?;
             tomlpath::set(&mut table, key, value)
-                .with_context(|| format!("{file}: --set {assignment}"))?;
+                .with_context(|| format!("{file}: --set {}", tomlpath::shorten(assignment)))?;
         }
         if table.contains_key("profile") {
             bail!("{file}: profiles cannot be set by --set or by another profile");
@@ -520,7 +520,8 @@ impl Variant<'_> {
             let top = key.split('.').next().unwrap_or(key);
             if !SWEEPABLE.contains(&top) {
                 bail!(
-                    "{file}: [sweep] `{key}` cannot be swept: sweep keys are in [{}]{}",
+                    "{file}: [sweep] `{}` cannot be swept: sweep keys are in [{}]{}",
+                    tomlpath::shorten(key),
                     SWEEPABLE.join("], ["),
                     if top == "seeds" { " (list the seeds in `seeds`)" } else { "" }
                 );
@@ -606,7 +607,7 @@ impl RunContext<'_> {
                 }
             };
             tomlpath::set(&mut run_table, key, value)
-                .with_context(|| format!("{file}: [sweep] `{key}`"))?;
+                .with_context(|| format!("{file}: [sweep] `{}`", tomlpath::shorten(key)))?;
             label.push('-');
             label.push_str(&segment);
         }
