@@ -96,6 +96,17 @@ fn dry_run_finds_what_the_run_would_fail_on() {
 }
 
 #[test]
+fn a_deep_set_key_is_an_error_not_a_stack_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), CONFIG);
+    let key = vec!["a"; 60_000].join(".");
+    let out = esso(&path, &["--dry-run", "--set", &format!("{key}=1")], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("60000 dotted parts"), "{}", stderr(&out));
+    assert!(stderr(&out).len() < 400, "the key is quoted in full: {}", stderr(&out).len());
+}
+
+#[test]
 fn a_key_left_at_its_default_can_be_swept() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("{CONFIG}[sweep]\n\"train.shuffle\" = [true, false]\n");
