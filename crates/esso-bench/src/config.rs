@@ -1063,9 +1063,18 @@ lr = 0.1
 
     #[test]
     fn run_names_stay_inside_the_output_folder_and_fit_a_file_name() {
-        for bad in ["../../x", "a/b", "a\\b", "..", ".hidden", "a\u{7}b"] {
-            let e = err(BASE, &[&format!("name={bad:?}")]);
-            assert!(e.contains("name"), "{bad}: {e}");
+        // Literal TOML strings ('…') keep the backslash; the last one is a TOML escape.
+        let cases = [
+            ("'../../x'", "outside the output folder"),
+            ("'a/b'", "outside the output folder"),
+            ("'a\\b'", "outside the output folder"),
+            ("'..'", "starts with `.`"),
+            ("'.hidden'", "starts with `.`"),
+            ("\"a\\u0007b\"", "control character"),
+        ];
+        for (bad, reason) in cases {
+            let e = err(BASE, &[&format!("name={bad}")]);
+            assert!(e.starts_with("exp.toml: name ") && e.contains(reason), "{bad}: {e}");
         }
         let long = "n".repeat(MAX_RUN_NAME_BYTES);
         let e = err(BASE, &[&format!("name={long}")]);
