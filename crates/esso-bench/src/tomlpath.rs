@@ -13,27 +13,52 @@ pub fn parse_value(text: &str) -> Value {
     }
 }
 
+/// `text` cut to its first 60 characters (with `…` when cut), for quoting user input in
+/// messages.
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// Splits `key=value`.
 ///
 /// # Errors
 /// When there is no `=` or the key is empty.
 pub fn split_assignment(assignment: &str) -> Result<(&str, Value)> {
     let Some((key, value)) = assignment.split_once('=') else {
-        bail!("--set {assignment:?}: expected KEY=VALUE, e.g. optimizer.lr=0.1");
+        bail!("--set {:?}: expected KEY=VALUE, e.g. optimizer.lr=0.1", shorten(assignment));
     };
     let key = key.trim();
     if key.is_empty() {
-        bail!("--set {assignment:?}: the key is empty");
+        bail!("--set {:?}: the key is empty", shorten(assignment));
     }
     Ok((key, parse_value(value.trim())))
 }
 
+/// Most parts of a dotted key. The deepest real key has four
+/// (`optimizer.spectral.power.alpha`); a deeper one would only build nested tables whose
+/// recursive handling could exhaust the stack.
+pub const MAX_KEY_DEPTH: usize = 16;
+
 /// Sets `dotted.key` in `table` to `value`, creating intermediate tables.
 ///
 /// # Errors
-/// When an intermediate key holds a non-table value.
+/// When an intermediate key holds a non-table value, a part of the key is empty, or the key
+/// has more than [`MAX_KEY_DEPTH`] parts.
 pub fn set(table: &mut Table, dotted_key: &str, value: Value) -> Result<()> {
     let parts: Vec<&str> = dotted_key.split('.').collect();
+    if parts.len() > MAX_KEY_DEPTH {
+        bail!(
+            "key {:?} has {} dotted parts, more than the {MAX_KEY_DEPTH} any key has",
+            shorten(dotted_key),
+            parts.len()
+        );
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("key {:?} has an empty part: write it as `table.key`", shorten(dotted_key));
+    }
     let (last, parents) = parts.split_last().expect("split always yields one part");
     let mut current = table;
     for (depth, part) in parents.iter().enumerate() {
@@ -103,6 +128,12 @@ mod tests {
         assert_eq!(get(&t, "seeds").and_then(Value::as_array).map(Vec::len), Some(2));
         let err = set(&mut t, "optimizer.lr.x", Value::Integer(1)).unwrap_err();
         assert!(err.to_string().contains("optimizer.lr"), "{err}");
+        assert!(set(&mut t, "train..epochs", Value::Integer(1)).is_err());
+        // Deep keys are refused, not built into tables whose drop would overflow the stack.
+        let deep = vec!["a"; 100_000].join(".");
+        let err = set(&mut t, &deep, Value::Integer(1)).unwrap_err();
+        assert!(err.to_string().contains("100000 dotted parts"), "{err}");
+        set(&mut t, &vec!["b"; MAX_KEY_DEPTH].join("."), Value::Integer(1)).unwrap();
     }
 
     #[test]

@@ -189,11 +189,13 @@ fn a_damped_step_on_negative_curvature_ends_the_run_as_a_data_point() {
 #[test]
 fn a_model_that_does_not_fit_the_data_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let exp = experiment(dir.path(), &["model.sizes=[60, 10]"]);
-    let err = format!("{:#}", run_one(&exp.runs[0], &options(dir.path())).unwrap_err());
+    // The config check refuses these at load; the runner checks a RunConfig built otherwise.
+    let mut run = experiment(dir.path(), &[]).runs[0].clone();
+    run.model.sizes = vec![60, 10];
+    let err = format!("{:#}", run_one(&run, &options(dir.path())).unwrap_err());
     assert!(err.contains("[model] sizes[0] = 60 but dataset digits has 64 features"), "{err}");
-    let exp = experiment(dir.path(), &["model.sizes=[64, 9]"]);
-    let err = format!("{:#}", run_one(&exp.runs[0], &options(dir.path())).unwrap_err());
+    run.model.sizes = vec![64, 9];
+    let err = format!("{:#}", run_one(&run, &options(dir.path())).unwrap_err());
     assert!(err.contains("the last size is 9 but dataset digits has 10 classes"), "{err}");
 }
 

@@ -61,6 +61,7 @@ mod digits;
 mod error;
 mod fetch;
 mod idx;
+mod info;
 mod load;
 mod shuffle;
 mod standardize;
@@ -82,6 +83,7 @@ pub use fetch::{
     sha256_file,
 };
 pub use idx::{IdxArray, MAX_IDX_BYTES, decode_idx, read_idx};
+pub use info::{DatasetInfo, TargetKind};
 pub use load::{
     DatasetName, idx_split, is_fetched, load, load_fashion_mnist, load_mnist, load_or_fetch,
     load_remote,

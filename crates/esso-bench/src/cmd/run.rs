@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
-use esso_bench::config::Experiment;
+use esso_bench::config::{DEFAULT_MAX_RUNS, Experiment, LoadOptions};
 use esso_bench::runner::{RunOptions, RunOutcome, run_one};
 use rayon::prelude::*;
 
@@ -44,14 +44,32 @@ pub struct RunArgs {
     /// Only check and expand the config; list the runs.
     #[arg(long)]
     pub dry_run: bool,
+    /// Allow an experiment of up to N runs (sweep points × seeds; default 10000).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RUNS)]
+    pub max_runs: u64,
 }
+
+/// Most runs `--jobs` may execute at once: each job is a thread with its own run in memory.
+pub const MAX_JOBS: usize = 256;
 
 /// Runs `esso run`.
 pub fn run(args: RunArgs) -> Result<()> {
-    let experiment = Experiment::load(&args.config, args.profile.as_deref(), &args.set)?;
     if args.jobs == 0 {
         bail!("--jobs 0: need at least one job");
     }
+    if args.jobs > MAX_JOBS {
+        bail!(
+            "--jobs {}: at most {MAX_JOBS} runs can execute at once (the machine has {} \
+             cores): use a smaller --jobs",
+            args.jobs,
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+    }
+    let options = LoadOptions::default().with_max_runs(args.max_runs);
+    let experiment =
+        Experiment::load_with(&args.config, args.profile.as_deref(), &args.set, &options)?;
+    // A thread per run at most: more would only wait.
+    let args = RunArgs { jobs: args.jobs.min(experiment.runs.len().max(1)), ..args };
     if args.dry_run {
         for r in &experiment.runs {
             println!("{}\t{}", r.run_name, r.results_path().display());
