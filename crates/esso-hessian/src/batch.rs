@@ -499,12 +499,8 @@ impl<'a> BatchHessian<'a> {
         }
         let (gram, middle) = self.stacked_gram_and_middle()?;
         let factor = factor_gram(&gram, &middle, false, "the stacked Gram matrix")?;
-        let (values, vectors) = sym_eigen(&factor.s_matrix, with_vectors).map_err(|_| {
-            HessianError::EigenNoConvergence {
-                what: "the whitened stacked middle matrix",
-                layer_idx: None,
-            }
-        })?;
+        let (values, vectors) = sym_eigen(&factor.s_matrix, with_vectors)
+            .map_err(|e| e.into_error("the whitened stacked middle matrix", None))?;
         let vectors = match vectors {
             Some(v) => {
                 // Column j of Φ = 𝒦ᵀ ρ_j, ρ_j = (whitenerᵀ v_j) on the active rows.
