@@ -247,3 +247,54 @@ fn analyze_removes_its_temporary_copy_when_the_disk_is_full() {
     assert_eq!(files_in(folder), before, "a temporary was left behind: {err}");
     assert_eq!(std::fs::read(&run).unwrap(), original, "the run was modified");
 }
+
+fn esso(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_esso")).args(args).output().unwrap()
+}
+
+#[test]
+fn analyze_refuses_a_request_above_the_limit_before_loading_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path());
+    let original = std::fs::read(&run).unwrap();
+    let run_arg = run.to_str().unwrap();
+    // A 10⁵ × 10⁵ landscape grid.
+    let err = assert_refused(&esso(&[
+        "analyze",
+        "--landscape",
+        "2d",
+        "--points-2d",
+        "100000",
+        "--max-memory",
+        "8GiB",
+        "--quiet",
+        run_arg,
+    ]));
+    assert!(err.contains("esso analyze of"), "{err}");
+    assert!(err.contains("64 -> 5 -> 10 network, 385 parameters"), "{err}");
+    assert!(err.contains("above the limit of 8.00 GiB"), "{err}");
+    assert!(err.contains("--max-memory"), "{err}");
+    assert_eq!(std::fs::read(&run).unwrap(), original, "the run was modified");
+}
+
+#[test]
+fn cost_and_bench_refuse_sizes_above_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cost.csv");
+    let err = assert_refused(&esso(&[
+        "cost",
+        "--widths",
+        "8,200000",
+        "--max-memory",
+        "8GiB",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(err.contains("esso cost at width 200000 (64-200000-200000-10 net)"), "{err}");
+    assert!(err.contains("use smaller --widths"), "{err}");
+    assert!(!out.exists());
+    let err =
+        assert_refused(&esso(&["bench", "--eval-samples", "1000000000", "--max-memory", "8GiB"]));
+    assert!(err.contains("esso bench --eval-samples 1000000000"), "{err}");
+    assert!(err.contains("above the limit of 8.00 GiB"), "{err}");
+}
