@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::error::{HessianError, Result};
 use crate::full::{FullHessian, factor_gram};
 use crate::inertia::{Inertia, ZERO_EIGENVALUE_RTOL};
-use crate::linalg::sym_eigen;
+use crate::linalg::{sym_eigen, try_zeros};
 
 /// A real symmetric linear operator A: ℝⁿ → ℝⁿ known through its products.
 ///
@@ -557,8 +557,8 @@ impl<'a> BatchHessian<'a> {
         let rows = n_samples * m;
         let n_layers = self.mlp.n_layers();
         let last = n_layers - 1;
-        let mut gram = Array2::<f64>::zeros((rows, rows));
-        let mut middle = Array2::<f64>::zeros((rows, rows));
+        let mut gram = try_zeros(rows, rows, "the stacked Gram matrix (R x R)")?;
+        let mut middle = try_zeros(rows, rows, "the stacked middle matrix (R x R)")?;
         let scale = 1.0 / n_samples as f64;
         for k in 0..n_layers {
             let n_k = self.mlp.layers()[k].n_outputs();
