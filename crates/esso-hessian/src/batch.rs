@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::error::{HessianError, Result};
 use crate::full::{FullHessian, factor_gram};
 use crate::inertia::{Inertia, ZERO_EIGENVALUE_RTOL};
-use crate::linalg::sym_eigen;
+use crate::linalg::{sym_eigen, try_zeros};
 
 /// A real symmetric linear operator A: ℝⁿ → ℝⁿ known through its products.
 ///
@@ -499,12 +499,8 @@ impl<'a> BatchHessian<'a> {
         }
         let (gram, middle) = self.stacked_gram_and_middle()?;
         let factor = factor_gram(&gram, &middle, false, "the stacked Gram matrix")?;
-        let (values, vectors) = sym_eigen(&factor.s_matrix, with_vectors).map_err(|_| {
-            HessianError::EigenNoConvergence {
-                what: "the whitened stacked middle matrix",
-                layer_idx: None,
-            }
-        })?;
+        let (values, vectors) = sym_eigen(&factor.s_matrix, with_vectors)
+            .map_err(|e| e.into_error("the whitened stacked middle matrix", None))?;
         let vectors = match vectors {
             Some(v) => {
                 // Column j of Φ = 𝒦ᵀ ρ_j, ρ_j = (whitenerᵀ v_j) on the active rows.
@@ -561,8 +557,8 @@ impl<'a> BatchHessian<'a> {
         let rows = n_samples * m;
         let n_layers = self.mlp.n_layers();
         let last = n_layers - 1;
-        let mut gram = Array2::<f64>::zeros((rows, rows));
-        let mut middle = Array2::<f64>::zeros((rows, rows));
+        let mut gram = try_zeros(rows, rows, "the stacked Gram matrix (R x R)")?;
+        let mut middle = try_zeros(rows, rows, "the stacked middle matrix (R x R)")?;
         let scale = 1.0 / n_samples as f64;
         for k in 0..n_layers {
             let n_k = self.mlp.layers()[k].n_outputs();

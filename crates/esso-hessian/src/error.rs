@@ -120,6 +120,32 @@ pub enum HessianError {
         /// The second architecture.
         second: String,
     },
+    /// A buffer could not be allocated: the system refused the memory (a process limit, a
+    /// full machine). Nothing was computed.
+    #[error(
+        "out of memory: allocating {what} ({}) failed; free memory, lower the limit of concurrent work or use a smaller model",
+        crate::limits::format_bytes(*.bytes)
+    )]
+    Allocation {
+        /// What was being allocated, e.g. `the Gram matrix G (m x m)`.
+        what: &'static str,
+        /// Its size in bytes.
+        bytes: u128,
+    },
+    /// A layer input whose squared norm ‖a‖² + 1 overflows f64: an input value (layer 0) or
+    /// an activation too large for the curvature formulas.
+    #[error(
+        "{} {index} is {value:e}: its square overflows f64 (every |value| must stay below about 1e150); scale the input down",
+        if *.layer_idx == 0 { "input feature".to_string() } else { format!("the input of layer {} (activation of layer {}) at index", .layer_idx, .layer_idx - 1) }
+    )]
+    InputTooLarge {
+        /// The layer (0-based) whose input overflows; 0 is the sample itself.
+        layer_idx: usize,
+        /// The index of the largest value in magnitude.
+        index: usize,
+        /// That value.
+        value: f64,
+    },
     /// An input that must hold at least one element, e.g. a dataset of zero samples.
     #[error("{what} is empty")]
     Empty {

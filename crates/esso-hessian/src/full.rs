@@ -12,8 +12,11 @@ use ndarray::{
 
 use crate::error::{HessianError, Result};
 use crate::inertia::{Inertia, ZERO_EIGENVALUE_RTOL};
-use crate::layer::assert_traces_fit;
-use crate::linalg::{cholesky_lower, lu_solve, solve_lower, sym_eigen};
+use crate::layer::{assert_traces_fit, check_input_norm};
+use crate::linalg::{
+    cholesky_lower, lu_solve, solve_lower, sym_eigen, try_array2, try_copy, try_dot,
+    try_symmetrised, try_zeros,
+};
 use crate::spectral::SpectralFn;
 
 /// Relative rank tolerance for the equilibrated Gram matrix G′ (unit diagonal).
@@ -92,7 +95,9 @@ impl<'a> FullHessian<'a> {
     ///
     /// # Errors
     /// [`HessianError::NonFinite`] when a trace holds a NaN or infinite value (naming the
-    /// quantity and the layer).
+    /// quantity and the layer), [`HessianError::InputTooLarge`] when a layer input's squared
+    /// norm overflows, [`HessianError::Allocation`] when the m × m matrices cannot be
+    /// allocated (their size: [`crate::limits::full_hessian`]).
     ///
     /// # Panics
     /// If the traces were not built for `mlp`.
@@ -115,6 +120,7 @@ impl<'a> FullHessian<'a> {
             if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
                 return Err(HessianError::NonFinite { what, layer_idx: Some(layer_idx) });
             }
+            check_input_norm(forward, layer_idx)?;
         }
         let last = n_layers - 1;
         if !second.pre_activation_hessian(last).iter().all(|x| x.is_finite()) {
@@ -137,8 +143,8 @@ impl<'a> FullHessian<'a> {
             gram: Array2::zeros((0, 0)),
             middle: Array2::zeros((0, 0)),
         };
-        full.gram = full.build_gram();
-        full.middle = full.build_middle();
+        full.gram = full.build_gram()?;
+        full.middle = full.build_middle()?;
         Ok(full)
     }
 
@@ -297,9 +303,8 @@ impl<'a> FullHessian<'a> {
     /// [`HessianError::EigenNoConvergence`].
     pub fn eigenvalues(&self) -> Result<Array1<f64>> {
         let factor = self.factor()?;
-        let (values, _) = sym_eigen(&factor.s_matrix, false).map_err(|_| {
-            HessianError::EigenNoConvergence { what: "the whitened middle matrix", layer_idx: None }
-        })?;
+        let (values, _) = sym_eigen(&factor.s_matrix, false)
+            .map_err(|e| e.into_error("the whitened middle matrix", None))?;
         Ok(values)
     }
 
@@ -317,11 +322,10 @@ impl<'a> FullHessian<'a> {
     /// [`HessianError::EigenNoConvergence`].
     pub fn spectrum(&self) -> Result<FullSpectrum<'_>> {
         let factor = self.factor()?;
-        let (values, vectors) = sym_eigen(&factor.s_matrix, true).map_err(|_| {
-            HessianError::EigenNoConvergence { what: "the whitened middle matrix", layer_idx: None }
-        })?;
+        let (values, vectors) = sym_eigen(&factor.s_matrix, true)
+            .map_err(|e| e.into_error("the whitened middle matrix", None))?;
         let v = vectors.expect("eigenvectors were requested");
-        let projector = v.t().dot(&factor.whitener);
+        let projector = try_dot(&v.t(), &factor.whitener, "the spectral projector (r x m)")?;
         Ok(FullSpectrum { hessian: self, active: factor.active, values, projector })
     }
 
@@ -377,15 +381,13 @@ impl<'a> FullHessian<'a> {
     pub fn damped_direction_push_through(&self, lambda: f64) -> Result<Params> {
         let f = SpectralFn::damped(lambda)?;
         let factor = self.factor()?;
-        let mut shifted = factor.s_matrix.clone();
+        let mut shifted = try_copy(&factor.s_matrix, "lambda I + S (r x r)")?;
         shifted.diag_mut().mapv_inplace(|d| d + lambda);
-        if cholesky_lower(&shifted).is_none() {
-            let (values, _) = sym_eigen(&factor.s_matrix, false).map_err(|_| {
-                HessianError::EigenNoConvergence {
-                    what: "the whitened middle matrix",
-                    layer_idx: None,
-                }
-            })?;
+        let definite = cholesky_lower(&shifted)?.is_some();
+        drop(shifted);
+        if !definite {
+            let (values, _) = sym_eigen(&factor.s_matrix, false)
+                .map_err(|e| e.into_error("the whitened middle matrix", None))?;
             let min = values.iter().copied().fold(0.0f64, f64::min);
             f.check_min_eigenvalue(min, None)?;
             // Cholesky failed on the border of definiteness; the eigenvalues say it is
@@ -395,10 +397,11 @@ impl<'a> FullHessian<'a> {
         let kg = self.apply_k(&g);
         let ma = factor.active.len();
         let kg_eq = Array1::from_shape_fn(ma, |i| kg[factor.active[i]] * factor.inv_sqrt_diag[i]);
-        let mut system = factor.g_eq.dot(&factor.m_eq);
+        let mut system = try_dot(&factor.g_eq, &factor.m_eq, "the push-through system (m x m)")?;
         system.diag_mut().mapv_inplace(|d| d + lambda);
-        let x = lu_solve(&system, &kg_eq)
+        let x = lu_solve(&system, &kg_eq)?
             .ok_or(HessianError::Singular { what: "λI + G M (push-through)" })?;
+        drop(system);
         let y = factor.m_eq.dot(&x);
         let mut rho = Array1::zeros(self.n_rows_k());
         for (i, &row) in factor.active.iter().enumerate() {
@@ -410,16 +413,17 @@ impl<'a> FullHessian<'a> {
         Ok(d)
     }
 
-    fn build_gram(&self) -> Array2<f64> {
+    fn build_gram(&self) -> Result<Array2<f64>> {
         let m = self.n_rows_k();
-        let mut g = Array2::zeros((m, m));
+        let mut g = try_zeros(m, m, "the Gram matrix G (m x m)")?;
         for layer_idx in 0..self.mlp.n_layers() {
             let rl = self.r_range(layer_idx);
             if layer_idx > 0 {
                 let prev = self.r_range(layer_idx - 1);
                 let s_prev = self.second.slope(layer_idx - 1);
                 let t = self.mlp.layers()[layer_idx].weight() * &s_prev.view().insert_axis(Axis(0));
-                let new_rows = t.dot(&sub2(&g, prev.clone(), 0..m));
+                let new_rows =
+                    try_dot(&t, &sub2(&g, prev.clone(), 0..m), "rows of the Gram matrix")?;
                 sub2_mut(&mut g, rl.clone(), 0..m).assign(&new_rows);
                 let diag = sub2(&g, rl.clone(), prev).dot(&t.t());
                 let diag = (&diag + &diag.t()) * 0.5;
@@ -432,7 +436,7 @@ impl<'a> FullHessian<'a> {
             for i in rl.clone() {
                 g[[i, i]] += norm_sq;
             }
-            let rows = sub2(&g, rl.clone(), 0..m).to_owned();
+            let rows = try_copy(&sub2(&g, rl.clone(), 0..m), "rows of the Gram matrix")?;
             sub2_mut(&mut g, 0..m, rl).assign(&rows.t());
             if layer_idx > 0 {
                 let delta = self.second.delta(layer_idx);
@@ -442,13 +446,13 @@ impl<'a> FullHessian<'a> {
                 }
             }
         }
-        g
+        Ok(g)
     }
 
-    fn build_middle(&self) -> Array2<f64> {
+    fn build_middle(&self) -> Result<Array2<f64>> {
         let m = self.n_rows_k();
         let last = self.mlp.n_layers() - 1;
-        let mut mid = Array2::zeros((m, m));
+        let mut mid = try_zeros(m, m, "the middle matrix M (m x m)")?;
         sub2_mut(&mut mid, self.r_range(last), self.r_range(last))
             .assign(self.second.pre_activation_hessian(last));
         for layer_idx in 0..last {
@@ -460,7 +464,7 @@ impl<'a> FullHessian<'a> {
                 mid[[j, i]] = s[k];
             }
         }
-        mid
+        Ok(mid)
     }
 
     /// Equilibrates G on its non-zero rows and factors it (Cholesky, else pseudo-inverse
@@ -489,13 +493,13 @@ pub(crate) fn factor_gram(
     let ma = active.len();
     let sqrt_diag: Array1<f64> = active.iter().map(|&i| gram[[i, i]].sqrt()).collect();
     let inv_sqrt_diag = sqrt_diag.mapv(f64::recip);
-    let g_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
+    let g_eq = try_array2(ma, ma, "the equilibrated Gram matrix (m x m)", |a, b| {
         gram[[active[a], active[b]]] * inv_sqrt_diag[a] * inv_sqrt_diag[b]
-    });
-    let m_eq = Array2::from_shape_fn((ma, ma), |(a, b)| {
+    })?;
+    let m_eq = try_array2(ma, ma, "the equilibrated middle matrix (m x m)", |a, b| {
         middle[[active[a], active[b]]] * sqrt_diag[a] * sqrt_diag[b]
-    });
-    let cholesky = cholesky_lower(&g_eq).filter(|l| {
+    })?;
+    let cholesky = cholesky_lower(&g_eq)?.filter(|l| {
         if force_pseudo_inverse {
             return false;
         }
@@ -506,26 +510,33 @@ pub(crate) fn factor_gram(
     });
     let (coloring, whitener) = match cholesky {
         Some(l) => {
-            let whitener = solve_lower(&l, &Array2::from_diag(&inv_sqrt_diag));
+            let diag = try_array2(ma, ma, "the whitener (m x m)", |i, j| {
+                if i == j { inv_sqrt_diag[i] } else { 0.0 }
+            })?;
+            let whitener = solve_lower(&l, &diag)?;
             (l, whitener)
         }
         None => {
-            let (values, q) = sym_eigen(&g_eq, true)
-                .map_err(|_| HessianError::EigenNoConvergence { what, layer_idx: None })?;
+            let (values, q) = sym_eigen(&g_eq, true).map_err(|e| e.into_error(what, None))?;
             let q = q.expect("eigenvectors were requested");
             let max = values.iter().copied().fold(0.0f64, f64::max);
             let kept: Vec<usize> = (0..ma).filter(|&j| values[j] > GRAM_RANK_RTOL * max).collect();
-            let coloring = Array2::from_shape_fn((ma, kept.len()), |(i, k)| {
+            let coloring = try_array2(ma, kept.len(), "the Gram factor (m x r)", |i, k| {
                 q[[i, kept[k]]] * values[kept[k]].sqrt()
-            });
-            let whitener = Array2::from_shape_fn((kept.len(), ma), |(k, i)| {
+            })?;
+            let whitener = try_array2(kept.len(), ma, "the whitener (r x m)", |k, i| {
                 q[[i, kept[k]]] / values[kept[k]].sqrt() * inv_sqrt_diag[i]
-            });
+            })?;
             (coloring, whitener)
         }
     };
-    let s = coloring.t().dot(&m_eq).dot(&coloring);
-    let s_matrix = (&s + &s.t()) * 0.5;
+    let s = try_dot(
+        &try_dot(&coloring.t(), &m_eq, "the whitened middle matrix (r x m)")?,
+        &coloring,
+        "the whitened middle matrix S (r x r)",
+    )?;
+    drop(coloring);
+    let s_matrix = try_symmetrised(&s, "the whitened middle matrix S (r x r)")?;
     Ok(GramFactor { active, inv_sqrt_diag, g_eq, m_eq, whitener, s_matrix })
 }
 

@@ -95,8 +95,7 @@ impl LayerCurvature {
                 reason: "must be finite and > 0",
             });
         }
-        let (mu, u) = sym_eigen(h, true)
-            .map_err(|_| HessianError::EigenNoConvergence { what: "H_l", layer_idx })?;
+        let (mu, u) = sym_eigen(h, true).map_err(|e| e.into_error("H_l", layer_idx))?;
         let u = u.expect("eigenvectors were requested");
         Ok(LayerCurvature {
             block_eigenvalues: &mu * a_tilde_norm_sq,
@@ -626,7 +625,24 @@ fn trace_layer<'t>(
     if !a.iter().all(|v| v.is_finite()) {
         return Err(HessianError::NonFinite { what: "layer input", layer_idx: Some(layer_idx) });
     }
+    check_input_norm(forward, layer_idx)?;
     Ok((second.pre_activation_hessian(layer_idx), a))
+}
+
+/// [`HessianError::InputTooLarge`] when ‖a_{l−1}‖² + 1 of layer `layer_idx` overflows,
+/// naming the largest entry in magnitude (the quantity the user controls, not ‖ã‖²).
+pub(crate) fn check_input_norm(forward: &ForwardTrace, layer_idx: usize) -> Result<()> {
+    if forward.layer_input_norm_sq(layer_idx).is_finite() {
+        return Ok(());
+    }
+    let a = forward.layer_input(layer_idx);
+    let (index, value) = a
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+        .unwrap_or((0, f64::INFINITY));
+    Err(HessianError::InputTooLarge { layer_idx, index, value })
 }
 
 #[cfg(test)]

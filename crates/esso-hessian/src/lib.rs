@@ -65,6 +65,7 @@ pub mod kernels;
 pub mod lanczos;
 pub mod landscape;
 mod layer;
+pub mod limits;
 mod linalg;
 pub mod reference;
 pub mod sharpness;

@@ -1,19 +1,169 @@
 //! Thin wrappers around faer's dense kernels, run sequentially (`Par::Seq`): the matrices here
 //! are per-sample and small, and parallelism belongs across samples (docs/stack.md).
+//!
+//! Every buffer that grows with the square of a size (m x m, n x n, N x r) is allocated
+//! through [`try_vec`], [`try_array2`] or [`try_faer`], so that a refused allocation is a
+//! [`HessianError::Allocation`] naming the buffer and its size instead of an abort.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::dyn_stack::{MemBuffer, MemStack, StackReq};
 use faer::linalg::evd::{self, ComputeEigenvectors, EvdError};
 use faer::{Mat, MatRef, Par};
 use ndarray::{Array1, Array2, ArrayRef2};
 
-/// A dense copy of an ndarray matrix as a faer matrix.
-pub(crate) fn to_faer(a: &ArrayRef2<f64>) -> Mat<f64> {
-    Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
+use crate::error::HessianError;
+
+/// The error of a refused allocation of `what`, `bytes` long.
+pub(crate) fn alloc_error(what: &'static str, bytes: u128) -> HessianError {
+    HessianError::Allocation { what, bytes }
 }
 
-/// A dense copy of a faer matrix as an ndarray matrix.
-pub(crate) fn from_faer(a: MatRef<'_, f64>) -> Array2<f64> {
-    Array2::from_shape_fn((a.nrows(), a.ncols()), |(i, j)| a[(i, j)])
+fn f64_bytes(len: u128) -> u128 {
+    len * size_of::<f64>() as u128
+}
+
+/// An empty vector with room for exactly `len` f64 values, or an allocation error.
+pub(crate) fn try_vec(len: usize, what: &'static str) -> Result<Vec<f64>, HessianError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| alloc_error(what, f64_bytes(len as u128)))?;
+    Ok(v)
+}
+
+/// A `rows x cols` ndarray matrix (standard row-major layout) with entries `f(i, j)`, or an
+/// allocation error. Same layout and values as `Array2::from_shape_fn`.
+pub(crate) fn try_array2(
+    rows: usize,
+    cols: usize,
+    what: &'static str,
+    mut f: impl FnMut(usize, usize) -> f64,
+) -> Result<Array2<f64>, HessianError> {
+    let len = rows
+        .checked_mul(cols)
+        .ok_or_else(|| alloc_error(what, f64_bytes(rows as u128 * cols as u128)))?;
+    let mut v = try_vec(len, what)?;
+    for i in 0..rows {
+        for j in 0..cols {
+            v.push(f(i, j));
+        }
+    }
+    Ok(Array2::from_shape_vec((rows, cols), v).expect("the length is rows x cols"))
+}
+
+/// A zero `rows x cols` ndarray matrix, or an allocation error.
+pub(crate) fn try_zeros(
+    rows: usize,
+    cols: usize,
+    what: &'static str,
+) -> Result<Array2<f64>, HessianError> {
+    try_array2(rows, cols, what, |_, _| 0.0)
+}
+
+/// A copy of `a`, or an allocation error.
+pub(crate) fn try_copy(
+    a: &ArrayRef2<f64>,
+    what: &'static str,
+) -> Result<Array2<f64>, HessianError> {
+    try_array2(a.nrows(), a.ncols(), what, |i, j| a[[i, j]])
+}
+
+/// `a · b` into a new matrix, or an allocation error: ndarray's `dot` with a fallible
+/// output (the same kernel and the same output layout, so the same bits).
+pub(crate) fn try_dot(
+    a: &ArrayRef2<f64>,
+    b: &ArrayRef2<f64>,
+    what: &'static str,
+) -> Result<Array2<f64>, HessianError> {
+    use ndarray::ShapeBuilder;
+    let (rows, cols) = (a.nrows(), b.ncols());
+    let len = rows
+        .checked_mul(cols)
+        .ok_or_else(|| alloc_error(what, f64_bytes(rows as u128 * cols as u128)))?;
+    let mut v = try_vec(len, what)?;
+    v.resize(len, 0.0);
+    let column_major = a.strides()[0] == 1 && b.strides()[0] == 1;
+    let mut c = Array2::from_shape_vec((rows, cols).set_f(column_major), v)
+        .expect("the length is rows x cols");
+    ndarray::linalg::general_mat_mul(1.0, a, b, 0.0, &mut c);
+    Ok(c)
+}
+
+/// (A + Aᵀ)/2 of a square matrix, or an allocation error.
+pub(crate) fn try_symmetrised(
+    a: &ArrayRef2<f64>,
+    what: &'static str,
+) -> Result<Array2<f64>, HessianError> {
+    try_array2(a.nrows(), a.ncols(), what, |i, j| (a[[i, j]] + a[[j, i]]) * 0.5)
+}
+
+/// A `rows x cols` faer matrix with entries `f(i, j)` (the layout of `Mat::from_fn`), or an
+/// allocation error.
+pub(crate) fn try_faer(
+    rows: usize,
+    cols: usize,
+    what: &'static str,
+    f: impl FnMut(usize, usize) -> f64,
+) -> Result<Mat<f64>, HessianError> {
+    let mut m = Mat::<f64>::new();
+    m.try_reserve(rows, cols)
+        .map_err(|_| alloc_error(what, f64_bytes(rows as u128 * cols as u128)))?;
+    m.resize_with(rows, cols, f);
+    Ok(m)
+}
+
+/// Scratch memory for a faer kernel, or an allocation error.
+fn try_scratch(req: StackReq, what: &'static str) -> Result<MemBuffer, HessianError> {
+    MemBuffer::try_new(req).map_err(|_| alloc_error(what, req.unaligned_bytes_required() as u128))
+}
+
+/// A dense copy of an ndarray matrix as a faer matrix, or an allocation error.
+pub(crate) fn to_faer(a: &ArrayRef2<f64>, what: &'static str) -> Result<Mat<f64>, HessianError> {
+    try_faer(a.nrows(), a.ncols(), what, |i, j| a[[i, j]])
+}
+
+/// A dense copy of a faer matrix as an ndarray matrix, or an allocation error.
+pub(crate) fn from_faer(
+    a: MatRef<'_, f64>,
+    what: &'static str,
+) -> Result<Array2<f64>, HessianError> {
+    try_array2(a.nrows(), a.ncols(), what, |i, j| a[(i, j)])
+}
+
+/// Bytes of faer's scratch for a symmetric eigendecomposition of order n.
+pub(crate) fn sym_eigen_scratch_bytes(n: usize, with_vectors: bool) -> u128 {
+    let compute = if with_vectors { ComputeEigenvectors::Yes } else { ComputeEigenvectors::No };
+    evd::self_adjoint_evd_scratch::<f64>(n, compute, Par::Seq, Default::default())
+        .unaligned_bytes_required() as u128
+}
+
+/// Why [`sym_eigen`] failed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EigenFailure {
+    /// The iteration did not converge.
+    NoConvergence,
+    /// A buffer could not be allocated.
+    Allocation(HessianError),
+}
+
+impl From<HessianError> for EigenFailure {
+    fn from(e: HessianError) -> Self {
+        EigenFailure::Allocation(e)
+    }
+}
+
+impl From<EvdError> for EigenFailure {
+    fn from(_: EvdError) -> Self {
+        EigenFailure::NoConvergence
+    }
+}
+
+impl EigenFailure {
+    /// The library error: [`HessianError::EigenNoConvergence`] naming `what` and the layer, or
+    /// the allocation error.
+    pub(crate) fn into_error(self, what: &'static str, layer_idx: Option<usize>) -> HessianError {
+        match self {
+            EigenFailure::NoConvergence => HessianError::EigenNoConvergence { what, layer_idx },
+            EigenFailure::Allocation(e) => e,
+        }
+    }
 }
 
 /// Eigenvalues (ascending) and, when asked, eigenvectors (columns, same order) of a symmetric
@@ -21,19 +171,24 @@ pub(crate) fn from_faer(a: MatRef<'_, f64>) -> Array2<f64> {
 pub(crate) fn sym_eigen(
     a: &ArrayRef2<f64>,
     with_vectors: bool,
-) -> Result<(Array1<f64>, Option<Array2<f64>>), EvdError> {
+) -> Result<(Array1<f64>, Option<Array2<f64>>), EigenFailure> {
     assert_eq!(a.nrows(), a.ncols(), "eigendecomposition of a non-square matrix");
     let n = a.nrows();
     if n == 0 {
         return Ok((Array1::zeros(0), with_vectors.then(|| Array2::zeros((0, 0)))));
     }
-    let a = to_faer(a);
+    let a = to_faer(a, "a copy of the matrix to eigendecompose")?;
     let par = Par::Seq;
     let compute = if with_vectors { ComputeEigenvectors::Yes } else { ComputeEigenvectors::No };
     let mut s = faer::diag::Diag::<f64>::zeros(n);
-    let mut u = with_vectors.then(|| Mat::<f64>::zeros(n, n));
-    let mut mem =
-        MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(n, compute, par, Default::default()));
+    let mut u = match with_vectors {
+        true => Some(try_faer(n, n, "the eigenvectors", |_, _| 0.0)?),
+        false => None,
+    };
+    let mut mem = try_scratch(
+        evd::self_adjoint_evd_scratch::<f64>(n, compute, par, Default::default()),
+        "the eigendecomposition's workspace",
+    )?;
     evd::self_adjoint_evd(
         a.as_ref(),
         s.as_mut(),
@@ -42,38 +197,76 @@ pub(crate) fn sym_eigen(
         MemStack::new(&mut mem),
         Default::default(),
     )?;
+    drop(mem);
+    drop(a);
     let values = Array1::from_shape_fn(n, |i| s[i]);
-    Ok((values, u.map(|u| from_faer(u.as_ref()))))
+    let vectors = match u {
+        Some(u) => Some(from_faer(u.as_ref(), "the eigenvectors")?),
+        None => None,
+    };
+    Ok((values, vectors))
 }
 
-/// The lower Cholesky factor L of a symmetric positive-definite matrix (A = L Lᵀ), or `None`
-/// when a pivot is not positive. Only the lower triangle of `a` is read.
-pub(crate) fn cholesky_lower(a: &ArrayRef2<f64>) -> Option<Array2<f64>> {
-    let llt = to_faer(a).llt(faer::Side::Lower).ok()?;
-    let l = from_faer(llt.L());
-    l.iter().all(|v| v.is_finite()).then_some(l)
+/// The lower Cholesky factor L of a symmetric positive-definite matrix (A = L Lᵀ), `None`
+/// when a pivot is not positive, or an allocation error. Only the lower triangle of `a` is
+/// read. The steps of faer's `Mat::llt`, with fallible buffers.
+pub(crate) fn cholesky_lower(a: &ArrayRef2<f64>) -> Result<Option<Array2<f64>>, HessianError> {
+    let n = a.nrows();
+    assert_eq!(n, a.ncols(), "Cholesky factorisation of a non-square matrix");
+    let what = "the Cholesky factor";
+    let mut l = try_faer(n, n, what, |i, j| if i >= j { a[[i, j]] } else { 0.0 })?;
+    let par = faer::get_global_parallelism();
+    let mut mem = try_scratch(
+        faer::linalg::cholesky::llt::factor::cholesky_in_place_scratch::<f64>(
+            n,
+            par,
+            Default::default(),
+        ),
+        "the Cholesky factorisation's workspace",
+    )?;
+    let factored = faer::linalg::cholesky::llt::factor::cholesky_in_place(
+        l.as_mut(),
+        Default::default(),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    );
+    drop(mem);
+    if factored.is_err() {
+        return Ok(None);
+    }
+    let l = try_array2(n, n, what, |i, j| if i >= j { l[(i, j)] } else { 0.0 })?;
+    Ok(l.iter().all(|v| v.is_finite()).then_some(l))
 }
 
-/// L⁻¹ B for a lower-triangular L (B overwritten in a copy).
-pub(crate) fn solve_lower(l: &ArrayRef2<f64>, b: &ArrayRef2<f64>) -> Array2<f64> {
-    let l = to_faer(l);
-    let mut x = to_faer(b);
+/// L⁻¹ B for a lower-triangular L (B overwritten in a copy), or an allocation error.
+pub(crate) fn solve_lower(
+    l: &ArrayRef2<f64>,
+    b: &ArrayRef2<f64>,
+) -> Result<Array2<f64>, HessianError> {
+    let l = to_faer(l, "a copy of the Cholesky factor")?;
+    let mut x = to_faer(b, "the triangular solve's right-hand side")?;
     faer::linalg::triangular_solve::solve_lower_triangular_in_place(
         l.as_ref(),
         x.as_mut(),
         Par::Seq,
     );
-    from_faer(x.as_ref())
+    drop(l);
+    from_faer(x.as_ref(), "the triangular solve's solution")
 }
 
-/// The solution x of A x = b by LU with partial pivoting, or `None` when it is not finite.
-pub(crate) fn lu_solve(a: &ArrayRef2<f64>, b: &Array1<f64>) -> Option<Array1<f64>> {
+/// The solution x of A x = b by LU with partial pivoting, `None` when it is not finite, or an
+/// allocation error. (faer's `partial_piv_lu` makes one more infallible copy of A.)
+pub(crate) fn lu_solve(
+    a: &ArrayRef2<f64>,
+    b: &Array1<f64>,
+) -> Result<Option<Array1<f64>>, HessianError> {
     use faer::linalg::solvers::Solve;
-    let lu = to_faer(a).partial_piv_lu();
+    let lu = to_faer(a, "a copy of the push-through system")?.partial_piv_lu();
     let rhs = Mat::from_fn(b.len(), 1, |i, _| b[i]);
     let x = lu.solve(&rhs);
     let x = Array1::from_shape_fn(b.len(), |i| x[(i, 0)]);
-    x.iter().all(|v| v.is_finite()).then_some(x)
+    Ok(x.iter().all(|v| v.is_finite()).then_some(x))
 }
 
 /// The implicit QL iteration did not converge (an eigenvalue needed more than
@@ -233,15 +426,34 @@ mod tests {
     #[test]
     fn cholesky_triangular_and_lu() {
         let a = array![[4.0, 2.0], [2.0, 3.0]];
-        let l = cholesky_lower(&a).unwrap();
+        let l = cholesky_lower(&a).unwrap().unwrap();
         assert!((l.dot(&l.t()) - &a).iter().all(|d| d.abs() < 1e-14));
         assert_eq!(l[[0, 1]], 0.0);
-        let inv = solve_lower(&l, &Array2::eye(2));
+        let inv = solve_lower(&l, &Array2::eye(2)).unwrap();
         assert!((inv.dot(&l) - Array2::<f64>::eye(2)).iter().all(|d| d.abs() < 1e-14));
-        assert!(cholesky_lower(&array![[1.0, 2.0], [2.0, 1.0]]).is_none());
-        let x = lu_solve(&array![[0.0, 1.0], [2.0, 0.0]], &array![3.0, 4.0]).unwrap();
+        assert!(cholesky_lower(&array![[1.0, 2.0], [2.0, 1.0]]).unwrap().is_none());
+        let x = lu_solve(&array![[0.0, 1.0], [2.0, 0.0]], &array![3.0, 4.0]).unwrap().unwrap();
         assert!((x[0] - 2.0).abs() < 1e-14 && (x[1] - 3.0).abs() < 1e-14);
-        assert!(lu_solve(&Array2::zeros((2, 2)), &array![1.0, 1.0]).is_none());
+        assert!(lu_solve(&Array2::zeros((2, 2)), &array![1.0, 1.0]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_refused_allocation_is_an_error_naming_the_buffer() {
+        let err = try_zeros(usize::MAX / 4, 3, "the test buffer").unwrap_err();
+        assert!(matches!(err, HessianError::Allocation { what: "the test buffer", .. }), "{err}");
+        let err = try_faer(1 << 40, 1 << 20, "the big one", |_, _| 0.0).unwrap_err();
+        assert!(err.to_string().contains("the big one"), "{err}");
+        assert!(err.to_string().contains("8.00 EiB"), "{err}");
+    }
+
+    #[test]
+    fn the_fallible_helpers_match_ndarray() {
+        let a = Array2::from_shape_fn((5, 3), |(i, j)| (i * 3 + j) as f64 * 0.37 - 1.0);
+        let b = Array2::from_shape_fn((3, 4), |(i, j)| (i + 2 * j) as f64 * 0.11 + 0.5);
+        assert_eq!(try_dot(&a, &b, "c").unwrap(), a.dot(&b));
+        assert_eq!(try_copy(&a, "c").unwrap(), a);
+        let s = a.t().dot(&a);
+        assert_eq!(try_symmetrised(&s, "s").unwrap(), (&s + &s.t()) * 0.5);
     }
 
     #[test]

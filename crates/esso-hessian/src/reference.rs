@@ -134,8 +134,7 @@ fn dense_eigen_impl(
     if h.nrows() != h.ncols() {
         return Err(HessianError::Shape { what: "columns", expected: h.nrows(), got: h.ncols() });
     }
-    sym_eigen(h, with_vectors)
-        .map_err(|_| HessianError::EigenNoConvergence { what: "a dense matrix", layer_idx: None })
+    sym_eigen(h, with_vectors).map_err(|e| e.into_error("a dense matrix", None))
 }
 
 /// f(H) v for a dense symmetric H, by its eigendecomposition: U f(Λ) Uᵀ v.

@@ -57,9 +57,16 @@ impl SpectralFn {
     /// A spectral function, validated.
     ///
     /// # Errors
-    /// [`HessianError::InvalidParameter`] naming `lambda` (not finite or ≤ 0), `alpha` (not in
-    /// (0, 1]) or `clip` (not finite or ≤ 0).
+    /// [`HessianError::InvalidParameter`] naming `lambda` (not finite, ≤ 0 or subnormal:
+    /// f(0) = 1/λ must be finite), `alpha` (not in (0, 1]) or `clip` (not finite or ≤ 0).
     pub fn new(kind: SpectralKind, lambda: f64, clip: Option<f64>) -> Result<Self> {
+        if lambda > 0.0 && lambda < f64::MIN_POSITIVE {
+            return Err(HessianError::InvalidParameter {
+                name: "lambda",
+                value: lambda,
+                reason: "must be a normal number (>= 2.2250738585072014e-308, in practice far larger): for a subnormal lambda 1/lambda overflows and directions along zero eigenvalues are infinite",
+            });
+        }
         if !lambda.is_finite() || lambda <= 0.0 {
             return Err(HessianError::InvalidParameter {
                 name: "lambda",
@@ -209,6 +216,9 @@ mod tests {
         assert_eq!(name(err(SpectralKind::Absolute, 0.0, None)), "lambda");
         assert_eq!(name(err(SpectralKind::Absolute, f64::NAN, None)), "lambda");
         assert_eq!(name(err(SpectralKind::Absolute, f64::INFINITY, None)), "lambda");
+        assert_eq!(name(err(SpectralKind::Absolute, 1e-310, None)), "lambda");
+        assert_eq!(name(err(SpectralKind::Damped, f64::MIN_POSITIVE / 2.0, None)), "lambda");
+        assert!(SpectralFn::absolute(f64::MIN_POSITIVE).unwrap().apply(0.0).is_finite());
         assert_eq!(name(err(SpectralKind::Power { alpha: 0.0 }, 1.0, None)), "alpha");
         assert_eq!(name(err(SpectralKind::Power { alpha: f64::NAN }, 1.0, None)), "alpha");
         assert_eq!(name(err(SpectralKind::Floor, 1.0, Some(-1.0))), "clip");

@@ -28,10 +28,12 @@ use crate::results::{AnalysisSection, AttrValue, RunRecord, RunStatus};
 
 mod compute;
 mod driver;
+mod footprint;
 mod sections;
 
 pub use compute::*;
 pub use driver::*;
+pub use footprint::*;
 pub use sections::*;
 
 /// Tag of the random stream that draws analysis subsets (see [`sample_subset`]).

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use esso_bench::analysis::{
-    AnalyzeRequest, LandscapeOptions, Progress, SharpnessOptions, SpectrumOptions, analyze_run,
-    expand_targets,
+    AnalyzeRequest, FinishedRun, LandscapeOptions, Progress, SharpnessOptions, SpectrumOptions,
+    analyze_footprint, analyze_run, expand_targets,
 };
 use esso_hessian::landscape::BiasMode;
+use esso_hessian::limits::{self, parse_bytes};
 use rayon::prelude::*;
 
 /// The landscapes `--landscape` accepts.
@@ -144,6 +145,10 @@ pub struct AnalyzeArgs {
     /// Print nothing but errors and the final lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Refuse a request whose estimated peak memory is above this size, e.g. `8GiB`
+    /// (default: half the physical memory; docs/limits.md).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
 }
 
 impl AnalyzeArgs {
@@ -231,6 +236,7 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
         }
         todo.push(path);
     }
+    check_memory(&todo, &request, args.jobs, args.max_memory)?;
     let bars = (!args.quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
     let quiet = args.quiet;
     let plain = bars.is_none();
@@ -281,6 +287,38 @@ pub fn run(args: AnalyzeArgs) -> Result<()> {
             return Err(e);
         }
         bail!("{n_failed} of {} run(s) failed (the others were analysed)", todo.len());
+    }
+    Ok(())
+}
+
+/// Refuses the request when the estimated memory of a run's analyses, times the runs analysed
+/// at once, is above the limit. A run that cannot be opened is left to `analyze_run` to
+/// report.
+fn check_memory(
+    todo: &[PathBuf],
+    request: &AnalyzeRequest,
+    jobs: usize,
+    max_memory: Option<u64>,
+) -> Result<()> {
+    let limit = max_memory.unwrap_or_else(limits::default_memory_limit);
+    let jobs = jobs.min(todo.len()).max(1);
+    for path in todo {
+        let Ok(run) = FinishedRun::open(path) else { continue };
+        let sizes = run.solution.sizes();
+        analyze_footprint(&sizes, request, jobs)
+            .check(
+                &format!(
+                    "esso analyze of {} ({} network, {} parameters{})",
+                    path.display(),
+                    limits::describe_sizes(&sizes),
+                    limits::n_params(&sizes),
+                    if jobs > 1 { format!(", {jobs} runs at once") } else { String::new() }
+                ),
+                limit,
+                "use fewer --samples, --probes, --lanczos-iterations, --slq-steps or grid points, or fewer --jobs",
+                "--max-memory",
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
     Ok(())
 }

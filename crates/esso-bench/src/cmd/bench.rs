@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use esso_bench::bench::{
     default_cases, default_optimizers, measure_eval, measure_interleaved, to_csv, to_markdown,
 };
+use esso_hessian::limits::{self, Footprint, parse_bytes};
 
 /// The optimisers of a case take turns in slices of this length (`measure_interleaved`).
 const SLICE: Duration = Duration::from_millis(250);
@@ -35,6 +36,23 @@ pub struct BenchArgs {
     /// 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     pub eval_samples: usize,
+    /// Refuse an `--eval-samples` whose estimated memory is above this size, e.g. `8GiB`
+    /// (default: half the physical memory; docs/limits.md).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
+}
+
+/// An upper bound of the memory of the evaluation lines: the samples, and for every layer
+/// the activations of `Mlp::evaluate` and the output of the raw GEMM, with room for copies.
+pub fn eval_footprint(n_samples: usize) -> Footprint {
+    let widest_case: u128 = default_cases()
+        .iter()
+        .map(|c| c.sizes.iter().map(|&w| w as u128).sum::<u128>())
+        .max()
+        .unwrap_or(0);
+    let n = n_samples as u128;
+    Footprint { bytes: 8 * 4 * n * widest_case, flops: 4 * n * widest_case * widest_case }
+        .plus_bytes(limits::PROCESS_BYTES + (256 << 20))
 }
 
 /// Runs `esso bench`.
@@ -45,6 +63,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size 0: must be ≥ 1");
     }
+    eval_footprint(args.eval_samples)
+        .check(
+            &format!("esso bench --eval-samples {}", args.eval_samples),
+            args.max_memory.unwrap_or_else(limits::default_memory_limit),
+            "use fewer --eval-samples",
+            "--max-memory",
+        )
+        .map_err(|e| anyhow!(e))?;
     if cfg!(debug_assertions) {
         eprintln!("esso bench: this is a debug build; numbers are ~100x slow (use --release)");
     }

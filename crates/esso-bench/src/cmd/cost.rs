@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use esso_bench::cost::{CostConfig, run_sweep, to_csv};
+use esso_hessian::limits::{self, Footprint, parse_bytes};
 
 /// Arguments of `esso cost`.
 #[derive(Debug, clap::Args)]
@@ -20,6 +21,36 @@ pub struct CostArgs {
     /// Seconds spent timing each (method, width).
     #[arg(long)]
     pub budget: Option<f64>,
+    /// Refuse widths whose estimated peak memory is above this size, e.g. `8GiB`
+    /// (default: half the physical memory; docs/limits.md).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
+}
+
+/// An upper bound of the memory of timing every method on the n_0-w-w-n_classes net: the
+/// network with its gradients and optimiser states, one sample's traces, the largest layer
+/// block, the whole-network factorisation while m is within the sweep's cap, and the dense
+/// Hessian with its eigendecomposition while N is within its cap.
+pub fn width_footprint(config: &CostConfig, width: usize) -> Footprint {
+    let sizes = [config.n_inputs, width, width, config.n_classes];
+    let n = limits::n_params(&sizes);
+    let layers = (0..sizes.len() - 1)
+        .map(|l| limits::layer_block(&sizes, l))
+        .fold(Footprint::default(), Footprint::then);
+    let full = if limits::k_rows(&sizes) <= config.full_network_max_rows as u128 {
+        limits::full_hessian(&sizes)
+    } else {
+        Footprint::default()
+    };
+    let dense = if n <= config.dense_max_params as u128 {
+        limits::stacked_spectrum(n)
+    } else {
+        Footprint::default()
+    };
+    Footprint { bytes: 16 * 8 * n, flops: 0 }
+        .plus(limits::traces(&sizes))
+        .plus(layers.then(full).then(dense))
+        .plus_bytes(limits::PROCESS_BYTES)
 }
 
 /// Runs `esso cost`.
@@ -36,6 +67,20 @@ pub fn run(args: CostArgs) -> Result<()> {
             bail!("--budget {b}: must be a number of seconds ≥ 0");
         }
         config.budget_seconds = b;
+    }
+    let limit = args.max_memory.unwrap_or_else(limits::default_memory_limit);
+    for &width in &config.widths {
+        width_footprint(&config, width)
+            .check(
+                &format!(
+                    "esso cost at width {width} ({}-{width}-{width}-{} net)",
+                    config.n_inputs, config.n_classes
+                ),
+                limit,
+                "use smaller --widths",
+                "--max-memory",
+            )
+            .map_err(|e| anyhow!(e))?;
     }
     let rows = run_sweep(&config, &mut |row| {
         println!(
