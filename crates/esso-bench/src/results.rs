@@ -612,9 +612,9 @@ pub const FAILPOINT_VAR: &str = "ESSO_FAILPOINT";
 /// A test hook: when `ESSO_FAILPOINT=<point>:<n>` is set, the `n`-th time this process passes
 /// `point` it aborts at once (no destructors run, nothing is flushed or removed), which is what
 /// a `kill -9` at that moment leaves on disk. `<point>:<n>:sigint` (or `:sigterm`) raises
-/// that signal there instead, to interrupt a run at an exact step. The points are listed in
-/// docs/experiments.md ("Test hooks").
-pub(crate) fn failpoint(point: &str) {
+/// that signal there instead, to interrupt a run at an exact step, and returns `true`. The
+/// points are listed in docs/experiments.md ("Test hooks").
+pub(crate) fn failpoint(point: &str) -> bool {
     static ARMED: OnceLock<Option<(String, u64, String)>> = OnceLock::new();
     static PASSES: AtomicU64 = AtomicU64::new(0);
     let armed = ARMED.get_or_init(|| {
@@ -639,7 +639,9 @@ pub(crate) fn failpoint(point: &str) {
         if signal_hook::low_level::raise(signal).is_err() {
             std::process::abort();
         }
+        return true;
     }
+    false
 }
 
 /// Why a run's lock could not be taken.

@@ -984,7 +984,16 @@ impl Observer for Recorder<'_> {
         }
         self.print_progress(progress, false);
         self.resume_clock();
-        failpoint("step");
+        if failpoint("step") {
+            // The signal thread records a signal shortly after it arrives: wait for it, so
+            // that the hook interrupts at exactly this step.
+            let start = Instant::now();
+            while self.interrupt.load(Ordering::SeqCst) == 0
+                && start.elapsed() < std::time::Duration::from_secs(10)
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
         // At an epoch's last step the epoch end (evaluation, checkpoint) comes first.
         if !end_of_epoch && self.interrupted() {
             return Control::Stop;

@@ -53,25 +53,6 @@ pub struct SectionOutcome {
 /// The attribute holding the options of a section as JSON (what `reuse` compares).
 pub const OPTIONS_ATTR: &str = "options";
 
-/// [`write_analysis`], which works on a temporary copy `<run>.h5.tmp` renamed over the run,
-/// and removes that copy when the write fails, wherever it fails: a copy cut short by a full
-/// disk, a failed HDF5 write or a failed rename would otherwise leave it holding the space.
-/// A temporary that existed before the call is not this call's and is left alone.
-///
-/// # Errors
-/// The errors of [`write_analysis`].
-pub fn write_sections(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let existed = tmp.exists();
-    let written = write_analysis(path, sections);
-    if written.is_err() && !existed && tmp.exists() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 fn options_json<T: serde::Serialize>(options: &T) -> String {
     serde_json::to_string(options).unwrap_or_default()
 }
@@ -117,7 +98,7 @@ pub fn analyze_run(
     let mut finish =
         |section: &'static str, mut s: AnalysisSection, json: String, summary: String| {
             s.set_attr(OPTIONS_ATTR, AttrValue::Text(json));
-            write_sections(path, std::slice::from_ref(&s))?;
+            write_analysis(path, std::slice::from_ref(&s))?;
             log(&format!("{name}: {section}: {summary}"));
             outcomes.push(SectionOutcome { name: section, summary });
             Ok::<(), anyhow::Error>(())

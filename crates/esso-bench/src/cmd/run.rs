@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use esso_bench::config::{DEFAULT_MAX_RUNS, Experiment, LoadOptions};
@@ -177,21 +177,30 @@ impl Interrupted {
 }
 
 /// SIGINT and SIGTERM set a flag that the runs check at every step boundary; a second one
-/// while the first is being handled exits at once with 128 + its number (what was saved at
-/// the last checkpoint stays resumable).
+/// exits at once with 128 + its number (what was saved at the last checkpoint stays
+/// resumable).
+///
+/// One thread receives both signals in turn (signal-hook's iterator), so two signals that
+/// arrive together are still a first and a second: with a handler per signal, two threads of
+/// the process could each take one and both see no earlier signal.
 fn install_signal_handlers() -> Result<Arc<AtomicUsize>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let signal = Arc::new(AtomicUsize::new(0));
-    let pending = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // Registered first so that it sees the flag of an earlier signal, not of this one.
-        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&pending))
-            .with_context(|| format!("installing the {} handler", signal_name(sig as usize)))?;
-        signal_hook::flag::register(sig, Arc::clone(&pending))
-            .with_context(|| format!("installing the {} handler", signal_name(sig as usize)))?;
-        signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)
-            .with_context(|| format!("installing the {} handler", signal_name(sig as usize)))?;
-    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing the SIGINT and SIGTERM handlers")?;
+    let first = Arc::clone(&signal);
+    std::thread::Builder::new()
+        .name("esso-signals".to_owned())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let number = usize::try_from(sig).unwrap_or(0);
+                if first.compare_exchange(0, number, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                    // `_exit`: no atexit handler runs while other threads may be writing.
+                    signal_hook::low_level::exit(128 + sig);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
     Ok(signal)
 }
 
