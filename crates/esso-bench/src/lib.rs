@@ -9,6 +9,7 @@ pub mod config;
 pub mod cost;
 pub mod exactness;
 pub mod figures;
+pub mod footprint;
 pub mod results;
 pub mod runner;
 pub mod summary;

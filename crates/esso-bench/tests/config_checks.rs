@@ -132,6 +132,38 @@ fn jobs_are_bounded_and_never_more_than_the_runs() {
 }
 
 #[test]
+fn a_sweep_above_the_memory_limit_is_refused_with_the_estimate_before_any_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 -> 200,000 -> 10: 15 million parameters, several hundred MiB per run.
+    let wide = CONFIG.replace("sizes = [64, 4, 10]", "sizes = [64, 200000, 10]");
+    let path = config(dir.path(), &wide);
+    for args in [&["--max-memory", "100MiB"][..], &["--max-memory", "100MiB", "--dry-run"]] {
+        let out = esso(&path, args, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("needs about") && err.contains("--max-memory"), "{err}");
+        assert!(files_under(&dir.path().join("out")).is_empty(), "a refusal wrote nothing");
+    }
+    // The estimate grows with the runs held at once.
+    let two = ["--set", "seeds=[0, 1]", "--dry-run"];
+    let estimate = |jobs: &str| {
+        let out = esso(
+            &path,
+            &[&two[..], &["--jobs", jobs, "--max-memory", "1KiB"]].concat(),
+            dir.path(),
+        );
+        let err = stderr(&out);
+        let (_, rest) = err.split_once("needs about ").expect("an estimate");
+        rest.split(" of memory").next().unwrap().to_owned()
+    };
+    assert_ne!(estimate("1"), estimate("2"));
+    // The flag raises the limit: the tiny config passes a small one.
+    let tiny = config(dir.path(), CONFIG);
+    let out = esso(&tiny, &["--max-memory", "400MiB"], &dir.path().join("cache"));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn huge_sweeps_are_refused_before_they_are_expanded() {
     let dir = tempfile::tempdir().unwrap();
     let ten = "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]";
@@ -193,7 +225,8 @@ fn the_shipped_experiments_are_valid_in_every_profile() {
             continue;
         }
         for profile in [None, Some("quick")] {
-            let mut args = vec!["--dry-run"];
+            // What `cargo xtask reproduce` runs: two jobs, within a few GiB.
+            let mut args = vec!["--dry-run", "--jobs", "2", "--max-memory", "4GiB"];
             args.extend(profile.map(|p| ["--profile", p]).into_iter().flatten());
             let out = esso(&path, &args, Path::new("unused-cache"));
             assert!(out.status.success(), "{} {args:?}: {}", path.display(), stderr(&out));

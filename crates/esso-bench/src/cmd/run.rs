@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use esso_bench::config::{DEFAULT_MAX_RUNS, Experiment, LoadOptions};
+use esso_bench::footprint::sweep_footprint;
 use esso_bench::runner::{RunOptions, RunOutcome, run_one};
+use esso_hessian::limits::{self, parse_bytes};
 use rayon::prelude::*;
 
 /// Arguments of `esso run`.
@@ -47,6 +49,10 @@ pub struct RunArgs {
     /// Allow an experiment of up to N runs (sweep points × seeds; default 10000).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_RUNS)]
     pub max_runs: u64,
+    /// Refuse an experiment whose `--jobs` largest runs together are estimated to need more
+    /// memory than this, e.g. `8GiB` (default: half the physical memory; docs/limits.md).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
 }
 
 /// Most runs `--jobs` may execute at once: each job is a thread with its own run in memory.
@@ -70,6 +76,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         Experiment::load_with(&args.config, args.profile.as_deref(), &args.set, &options)?;
     // A thread per run at most: more would only wait.
     let args = RunArgs { jobs: args.jobs.min(experiment.runs.len().max(1)), ..args };
+    let limit = args.max_memory.unwrap_or_else(limits::default_memory_limit);
+    sweep_footprint(&experiment.runs, args.jobs)
+        .check(
+            &format!(
+                "esso run {}: {} run(s) at once ({} run(s) in all)",
+                args.config.display(),
+                args.jobs,
+                experiment.runs.len()
+            ),
+            limit,
+            "use a smaller model, fewer --jobs or a smaller dataset subset",
+            "--max-memory",
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
     if args.dry_run {
         for r in &experiment.runs {
             println!("{}\t{}", r.run_name, r.results_path().display());
