@@ -1,0 +1,145 @@
+//! `esso-fuzz`: the driver behind `cargo xtask fuzz`, and its worker processes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use esso_fuzz::harness::{self, OutDir, Settings};
+use esso_fuzz::targets;
+
+/// Seeded, deterministic fuzzing of esso's file readers.
+#[derive(Debug, Parser)]
+#[command(name = "esso-fuzz")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fuzz every target (or one) and report; exits non-zero when anything failed.
+    Run {
+        /// Only this target (`list` shows them).
+        #[arg(long)]
+        target: Option<String>,
+        /// Inputs per target.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+        /// Seed of the mutator.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// First input index (to replay a saved failure: its index and `--iterations 1`).
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Folder for the corpus, failures and logs.
+        #[arg(long, default_value = "target/fuzz")]
+        out: PathBuf,
+        /// Seconds without progress after which an input counts as a hang.
+        #[arg(long, default_value_t = 10)]
+        hang_seconds: u64,
+        /// Crashes and hangs after which a target stops.
+        #[arg(long, default_value_t = 20)]
+        max_crashes: usize,
+    },
+    /// List the targets.
+    List,
+    /// Internal: run a range of inputs of one target and report on stdout.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        start: u64,
+        #[arg(long)]
+        end: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List => {
+            for t in targets::all() {
+                println!("{:<16} bound {:>4} MiB  {}", t.name, t.memory_bound_mib, t.about);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker { target, seed, start, end, out } => {
+            let target =
+                targets::find(&target).with_context(|| format!("unknown target {target:?}"))?;
+            harness::worker_main(&target, seed, start, end, &OutDir(out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { target, iterations, seed, start, out, hang_seconds, max_crashes } => {
+            let chosen = match target {
+                None => targets::all(),
+                Some(name) => match targets::find(&name) {
+                    Some(t) => vec![t],
+                    None => {
+                        let names: Vec<&str> = targets::all().iter().map(|t| t.name).collect();
+                        bail!("unknown target {name:?}; the targets are {}", names.join(", "))
+                    }
+                },
+            };
+            let settings = Settings {
+                seed,
+                start,
+                iterations,
+                out: OutDir(out),
+                worker: std::env::current_exe().context("locating the esso-fuzz executable")?,
+                hang_after: Duration::from_secs(hang_seconds),
+                max_crashes,
+            };
+            let mut failed = false;
+            for target in &chosen {
+                let report = harness::drive(target, &settings)?;
+                let s = &report.summary;
+                let million = 1e6 / report.rate();
+                println!(
+                    "{}: {} inputs in {:.1} s ({:.0}/s, 1,000,000 in {:.0} s); accepted {}, rejected {}; \
+                     peak RSS {} MiB (bound {} MiB), largest rise {} MiB from input {}; longest input {} bytes; \
+                     workers {}; failures {}",
+                    report.target,
+                    s.inputs,
+                    report.elapsed.as_secs_f64(),
+                    report.rate(),
+                    million,
+                    s.accepted,
+                    s.rejected,
+                    s.peak_rss_kib / 1024,
+                    report.bound_mib,
+                    s.largest_rise.1 / 1024,
+                    s.largest_rise.0,
+                    s.longest_input.0,
+                    report.workers,
+                    report.failures.len()
+                );
+                for f in &report.failures {
+                    failed = true;
+                    println!(
+                        "  FAILURE input {} saved to {}: {}",
+                        f.index,
+                        f.path.display(),
+                        f.message
+                    );
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+    }
+}
