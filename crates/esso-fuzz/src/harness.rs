@@ -553,6 +553,8 @@ fn worker_command(target: &Target, settings: &Settings, start: u64, end: u64) ->
     } else {
         Command::new(&settings.worker)
     };
+    // Without backtraces a crash message is the one line that says what happened.
+    cmd.env("RUST_BACKTRACE", "0");
     cmd.args(["worker", "--target", target.name])
         .arg("--seed")
         .arg(settings.seed.to_string())

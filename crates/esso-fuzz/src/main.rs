@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use esso_fuzz::harness::{self, OutDir, Settings};
 use esso_fuzz::targets;
 
+/// Failures listed one per line; the others are counted (all are saved).
+const MAX_LISTED: usize = 30;
+
 /// Seeded, deterministic fuzzing of esso's file readers.
 #[derive(Debug, Parser)]
 #[command(name = "esso-fuzz")]
@@ -45,6 +48,14 @@ enum Command {
     },
     /// List the targets.
     List,
+    /// Run one saved input through a target in this process (a crash ends this process).
+    Replay {
+        /// The target.
+        #[arg(long)]
+        target: String,
+        /// The input file (e.g. one under target/fuzz/failures/).
+        file: PathBuf,
+    },
     /// Internal: run a range of inputs of one target and report on stdout.
     #[command(hide = true)]
     Worker {
@@ -76,6 +87,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::List => {
             for t in targets::all() {
                 println!("{:<16} bound {:>4} MiB  {}", t.name, t.memory_bound_mib, t.about);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { target, file } => {
+            let target =
+                targets::find(&target).with_context(|| format!("unknown target {target:?}"))?;
+            let input =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let dir = tempfile::tempdir().context("creating a scratch folder")?;
+            let scratch = targets::Scratch::new(dir.path().to_path_buf())?;
+            match (target.run)(&scratch, &input) {
+                Ok(()) => println!("{}: accepted", file.display()),
+                Err(message) => println!("{}: rejected: {message}", file.display()),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -129,13 +153,30 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     report.workers,
                     report.failures.len()
                 );
+                failed |= !report.failures.is_empty();
+                let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
                 for f in &report.failures {
-                    failed = true;
+                    let kind: String =
+                        f.message.chars().take_while(|c| *c != ';').take(60).collect();
+                    *kinds.entry(kind).or_default() += 1;
+                }
+                for (kind, count) in &kinds {
+                    println!("  {count} x {kind}");
+                }
+                for f in report.failures.iter().take(MAX_LISTED) {
+                    let first_line: String =
+                        f.message.lines().next().unwrap_or_default().chars().take(200).collect();
                     println!(
-                        "  FAILURE input {} saved to {}: {}",
+                        "  FAILURE input {} saved to {}: {first_line}",
                         f.index,
-                        f.path.display(),
-                        f.message
+                        f.path.display()
+                    );
+                }
+                if report.failures.len() > MAX_LISTED {
+                    println!(
+                        "  ... and {} more failures (each input with its message under {})",
+                        report.failures.len() - MAX_LISTED,
+                        settings.out.failures().display()
                     );
                 }
             }
