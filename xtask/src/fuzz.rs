@@ -7,7 +7,8 @@ use anyhow::Result;
 /// Arguments of `cargo xtask fuzz`.
 #[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
-    /// Only this target (idx, idx-file, experiment-toml, model-json, results-h5).
+    /// Only these targets, comma-separated (idx, idx-file, experiment-toml, model-json,
+    /// results-h5).
     #[arg(long)]
     target: Option<String>,
     /// Inputs per target (CI runs 20000: under 2 minutes for all targets).

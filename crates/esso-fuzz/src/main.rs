@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use esso_fuzz::harness::{self, OutDir, Settings};
 use esso_fuzz::targets;
@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Fuzz every target (or one) and report; exits non-zero when anything failed.
     Run {
-        /// Only this target (`list` shows them).
+        /// Only these targets, comma-separated (`list` shows them).
         #[arg(long)]
         target: Option<String>,
         /// Inputs per target.
@@ -112,13 +112,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { target, iterations, seed, start, out, hang_seconds, max_crashes } => {
             let chosen = match target {
                 None => targets::all(),
-                Some(name) => match targets::find(&name) {
-                    Some(t) => vec![t],
-                    None => {
-                        let names: Vec<&str> = targets::all().iter().map(|t| t.name).collect();
-                        bail!("unknown target {name:?}; the targets are {}", names.join(", "))
-                    }
-                },
+                Some(names) => names
+                    .split(',')
+                    .map(|name| {
+                        targets::find(name.trim()).with_context(|| {
+                            let known: Vec<&str> = targets::all().iter().map(|t| t.name).collect();
+                            format!("unknown target {name:?}; the targets are {}", known.join(", "))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
             };
             let settings = Settings {
                 seed,
