@@ -40,10 +40,32 @@ pub fn quiet_panics() {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(non-text panic payload)".to_string());
         let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let caller = first_project_frame(&std::backtrace::Backtrace::force_capture().to_string());
         if let Ok(mut last) = LAST_PANIC.lock() {
-            *last = Some(format!("{message}{}", location.unwrap_or_default()));
+            *last = Some(format!("{message}{}{caller}", location.unwrap_or_default()));
         }
     }));
+}
+
+/// The innermost frame of a backtrace in esso's code or in the HDF5 bindings (a panic inside
+/// the standard library, e.g. `capacity overflow`, is located by its caller), as
+/// `" via FUNCTION (FILE:LINE)"`; empty when there is none or symbols are missing.
+fn first_project_frame(backtrace: &str) -> String {
+    let lines: Vec<&str> = backtrace.lines().map(str::trim).collect();
+    let is_project = |l: &str| {
+        ["esso_bench::", "esso_data::", "esso_core::", "esso_hessian::", "hdf5_metno"]
+            .iter()
+            .any(|p| l.contains(p))
+    };
+    for (i, line) in lines.iter().enumerate() {
+        if is_project(line) && !line.starts_with("at ") {
+            let function = line.split_once(": ").map_or(*line, |(_, f)| f);
+            let at = lines.get(i + 1).and_then(|l| l.strip_prefix("at ")).unwrap_or("?");
+            let at = at.rsplit_once("/crates/").map_or(at, |(_, rest)| rest);
+            return format!(" via {function} ({at})");
+        }
+    }
+    String::new()
 }
 
 /// The peak resident memory of this process (VmHWM), in KiB; 0 where /proc is missing.
