@@ -23,6 +23,9 @@ pub struct FuzzArgs {
     /// Crashes and hangs after which a target stops.
     #[arg(long, default_value_t = 20)]
     max_crashes: usize,
+    /// Seconds without progress after which an input counts as a hang.
+    #[arg(long, default_value_t = 10)]
+    hang_seconds: u64,
 }
 
 /// Runs the fuzzer; fails when any target found a panic, a crash, a hang or too much memory
@@ -37,6 +40,7 @@ pub fn run(root: &Path, args: &FuzzArgs) -> Result<()> {
         .args(["--seed", &args.seed.to_string()])
         .args(["--start", &args.start.to_string()])
         .args(["--max-crashes", &args.max_crashes.to_string()])
+        .args(["--hang-seconds", &args.hang_seconds.to_string()])
         .arg("--out")
         .arg(root.join("target/fuzz"));
     super::run(&mut cmd, "esso-fuzz (release)")

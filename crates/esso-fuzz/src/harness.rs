@@ -6,6 +6,8 @@
 //! - `> I`: input I starts (so a crash is attributed to I);
 //! - `! I MESSAGE`: input I panicked (MESSAGE as a JSON string);
 //! - `m I HWM_KIB`: input I alone raised the peak resident memory above the bound;
+//! - `s SUMMARY`: the counts so far (every 64 inputs), kept by the driver in case the worker
+//!   dies;
 //! - `= SUMMARY`: the worker finished its range (SUMMARY as JSON, see [`Summary`]).
 
 use std::collections::BTreeMap;
@@ -125,6 +127,8 @@ pub trait Events {
     fn panicked(&mut self, index: u64, message: &str);
     /// Input `index` alone raised the peak resident memory to `peak_kib`, above the bound.
     fn memory(&mut self, index: u64, peak_kib: u64);
+    /// The counts so far.
+    fn progress(&mut self, _summary: &Summary) {}
 }
 
 /// Runs inputs `start..end` of `target` in this process and returns the summary.
@@ -199,6 +203,7 @@ pub fn run_range(
         summary.peak_rss_kib = summary.peak_rss_kib.max(peak);
         window_peak = peak_rss_kib();
         window_start = index + 1;
+        events.progress(&summary);
     }
     summary.peak_rss_kib = summary.peak_rss_kib.max(peak_rss_kib());
     summary
@@ -248,6 +253,10 @@ impl<W: Write> Events for Protocol<W> {
     }
     fn memory(&mut self, index: u64, peak_kib: u64) {
         self.line(&format!("m {index} {peak_kib}"));
+    }
+    fn progress(&mut self, summary: &Summary) {
+        let text = serde_json::to_string(summary).unwrap_or_else(|_| "{}".to_string());
+        self.line(&format!("s {text}"));
     }
 }
 
@@ -478,6 +487,7 @@ pub fn drive(target: &Target, settings: &Settings) -> Result<TargetReport> {
         });
         let mut current = next;
         let mut finished = None;
+        let mut partial: Option<Summary> = None;
         let mut hung = false;
         loop {
             match rx.recv_timeout(settings.hang_after) {
@@ -503,6 +513,7 @@ pub fn drive(target: &Target, settings: &Settings) -> Result<TargetReport> {
                             );
                             save(index, &message, &mut failures)?;
                         }
+                        "s " => partial = serde_json::from_str::<Summary>(rest).ok(),
                         "= " => finished = serde_json::from_str::<Summary>(rest).ok(),
                         _ => {}
                     }
@@ -525,8 +536,13 @@ pub fn drive(target: &Target, settings: &Settings) -> Result<TargetReport> {
             continue;
         }
         crashes += 1;
-        // The worker ran inputs next..current before it died; count them as run.
-        total.inputs += current - next;
+        // The worker ran inputs next..current before it died: its last counts, plus the
+        // inputs after them as run with unknown outcome.
+        let counted = partial.as_ref().map_or(0, |p| p.inputs);
+        if let Some(p) = &partial {
+            merge(&mut total, p);
+        }
+        total.inputs += (current - next).saturating_sub(counted);
         let message = if hung {
             format!("hang: no progress for {} s (worker killed)", settings.hang_after.as_secs())
         } else {
