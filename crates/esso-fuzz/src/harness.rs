@@ -26,7 +26,7 @@ use crate::mutate::{Mutator, fnv1a};
 use crate::targets::{Scratch, Target};
 
 /// Inputs between two reads of the peak resident memory in a worker.
-const MEMORY_SAMPLE_EVERY: u64 = 64;
+pub const MEMORY_SAMPLE_EVERY: u64 = 64;
 
 /// The message of the last panic, with its location, kept by the panic hook.
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
