@@ -230,7 +230,7 @@ fn experiment_files() -> Result<Vec<PathBuf>> {
 }
 
 /// A small config that validates (the repository's configs may change; this one is fixed).
-const BASE_TOML: &str = "name = \"fuzz\"\nseeds = [0, 1]\n\n[data]\ndataset = \"digits\"\ntrain_first = 100\n\n[model]\nsizes = [64, 8, 10]\nactivation = \"tanh\"\n\n[train]\nepochs = 2\nbatch_size = 16\n\n[optimizer]\nkind = \"esso\"\nlr = 0.5\nlambda = 1.0\n\n[sweep]\n\"optimizer.lr\" = [0.1, 0.5]\n\n[profile.quick]\n\"train.epochs\" = 1\n";
+const BASE_TOML: &str = "name = \"fuzz\"\nseeds = [0, 1]\n\n[data]\ndataset = \"digits\"\ntrain_first = 100\n\n[model]\nsizes = [64, 8, 10]\nactivation = \"tanh\"\n\n[train]\nepochs = 2\nbatch_size = 16\n\n[optimizer]\nkind = \"esso\"\nlr = 0.5\nlambda = 1.0\nspectral = \"absolute\"\n\n[sweep]\n\"optimizer.lr\" = [0.1, 0.5]\n\n[profile.quick]\n\"train.epochs\" = 1\n";
 
 fn toml_corpus(_dir: &Path) -> Result<Vec<Vec<u8>>> {
     let mut corpus = vec![BASE_TOML.as_bytes().to_vec()];
