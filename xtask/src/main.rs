@@ -8,6 +8,8 @@
 //!   one command (reproduce.rs); the drawing itself is `esso figures`.
 //! - `cargo xtask peers [--seconds S] [--batch-size B]`: esso against the JAX peer on the same
 //!   shapes (peers.rs).
+//! - `cargo xtask fuzz [--target T] [--iterations N] [--seed S]`: seeded fuzzing of the file
+//!   readers (fuzz.rs, crates/esso-fuzz, docs/fuzzing.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod peers;
 mod prereqs;
 mod reproduce;
@@ -70,6 +73,9 @@ enum Task {
     /// esso against the same SGD and per-layer ESSO steps in JAX (benches/peers/): creates a
     /// venv under target/peers/venv with `jax[cpu]` from PyPI, runs both, prints them side by side.
     Peers(peers::PeersArgs),
+    /// Seeded fuzzing of the IDX reader, experiment configs, model JSON and results files
+    /// (esso-fuzz in release; failing inputs under target/fuzz/failures/).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -109,6 +115,7 @@ fn main() -> Result<()> {
         }
         Task::Prereqs { check_only } => prereqs::ensure(check_only),
         Task::Peers(args) => peers::run_peers(&project_root(), &args),
+        Task::Fuzz(args) => fuzz::run(&root, &args),
         Task::Reproduce { quick, full, only, jobs, results_dir } => {
             let profile =
                 if full && !quick { reproduce::Profile::Full } else { reproduce::Profile::Quick };
