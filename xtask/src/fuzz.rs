@@ -11,7 +11,7 @@ pub struct FuzzArgs {
     /// results-h5).
     #[arg(long)]
     target: Option<String>,
-    /// Inputs per target (CI runs 20000: under 2 minutes for all targets).
+    /// Inputs per target (`cargo xtask test` runs [`CI_ITERATIONS`] of [`CI_TARGETS`]).
     #[arg(long, default_value_t = 100_000)]
     iterations: u64,
     /// Seed of the mutator.
@@ -26,6 +26,31 @@ pub struct FuzzArgs {
     /// Seconds without progress after which an input counts as a hang.
     #[arg(long, default_value_t = 10)]
     hang_seconds: u64,
+}
+
+/// The targets and the number of inputs `cargo xtask test` fuzzes: a short run of every
+/// target that must pass (the full one is `cargo xtask fuzz --iterations 1000000`).
+pub const CI_TARGETS: &str = "idx,idx-file,model-json,experiment-toml";
+
+/// Inputs per target in `cargo xtask test`.
+pub const CI_ITERATIONS: u64 = 20_000;
+
+/// The short fuzzing run of `cargo xtask test`.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_ci(root: &Path) -> Result<()> {
+    run(
+        root,
+        &FuzzArgs {
+            target: Some(CI_TARGETS.to_owned()),
+            iterations: CI_ITERATIONS,
+            seed: 0,
+            start: 0,
+            max_crashes: 20,
+            hang_seconds: 10,
+        },
+    )
 }
 
 /// Runs the fuzzer; fails when any target found a panic, a crash, a hang or too much memory

@@ -1,7 +1,8 @@
 //! `cargo xtask`: esso's project automation.
 //!
 //! - `cargo xtask test`: check (and on Debian as root, install) the system prerequisites,
-//!   then run fmt check, clippy, rustdoc with warnings denied, and the workspace tests.
+//!   then run fmt check, clippy, rustdoc with warnings denied, the workspace tests and a
+//!   short seeded fuzzing run of the file readers.
 //! - `cargo xtask lint`: the fmt, clippy and rustdoc checks alone.
 //! - `cargo xtask prereqs`: only the prerequisite check.
 //! - `cargo xtask reproduce [--quick | --full] [--only NAME] [--jobs N]`: every figure from
@@ -106,6 +107,8 @@ fn main() -> Result<()> {
             run(&mut test, "cargo test (unit, integration, examples, benches)")?;
             // `--all-targets` skips doctests; run them separately.
             run(cargo(&root).args(["test", "--workspace", "--doc"]), "cargo test --doc")?;
+            // The readers of user files under mutated input: a short, seeded run.
+            fuzz::run_ci(&root)?;
             eprintln!("xtask test: all checks passed");
             Ok(())
         }
