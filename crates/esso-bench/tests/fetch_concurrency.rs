@@ -1,6 +1,6 @@
 //! Concurrent fetches through the real `esso` binary: a fetch that finds the dataset's lock
 //! taken waits and says so; several `esso fetch mnist --from DIR` at once into one empty
-//! cache; `esso run --jobs 2` on MNIST into an empty cache (issue 18's reproduction); a
+//! cache; `esso run --jobs 2` on MNIST into an empty cache (the race that made a fresh machine's first `reproduce` fail); a
 //! complete read-only cache.
 //!
 //! The tests that need the real MNIST files (the binary verifies the published checksums)
