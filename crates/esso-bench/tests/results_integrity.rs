@@ -2,6 +2,8 @@
 //! and esso's own readers refuse corrupt contents even behind a valid checksum. The
 //! reproducers are the fuzzer's findings in tests/regressions/ (README.md there).
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
