@@ -359,7 +359,9 @@ fn read_attr_str(loc: &hdf5::Location, name: &str) -> Result<String> {
 /// Text from an attribute's bytes, checked: hdf5-metno's `VarLenUnicode::as_str` trusts the
 /// file to hold UTF-8 and a corrupt attribute would make it an invalid `&str`.
 fn text_from_bytes(bytes: &[u8], name: &str) -> Result<String> {
-    String::from_utf8(bytes.to_vec())
+    // Checked before copying, so a corrupt attribute is not held twice.
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
         .map_err(|e| anyhow::anyhow!("attribute {name} is not valid UTF-8 text: {e}"))
 }
 
