@@ -21,7 +21,197 @@ use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2, ArrayD};
 
 /// The format version written in the `format_version` attribute.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Bytes at the start of every results file that HDF5 ignores (its user block): the
+/// checksum header, see [`verify_results_file`] and docs/results-format.md.
+pub const USERBLOCK_BYTES: u64 = 512;
+
+/// The first line of the checksum header.
+pub const HEADER_MAGIC: &str = "esso-results v2";
+
+/// The largest results file a reader accepts (1 GiB): the checksum is computed before HDF5
+/// sees the file, and a bound keeps that read, and the dataset sizes it vouches for, finite.
+pub const MAX_RESULTS_FILE_BYTES: u64 = 1 << 30;
+
+/// Why a results file was refused before HDF5 opened it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrityError {
+    /// The file could not be read (or, when stamping, written).
+    #[error("cannot read or write results file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_RESULTS_FILE_BYTES`].
+    #[error(
+        "results file {path} is {size} bytes, above the limit of {limit} bytes: esso never \
+         writes one this large, so it is not a results file of this esso"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file does not start with the checksum header: not written by this esso (or by
+    /// an esso older than format version 2).
+    #[error(
+        "results file {path} has no esso checksum header ({HEADER_MAGIC}): it was not written \
+         by this esso, or by an older one (format version 1); re-run it with this esso \
+         (esso run CONFIG.toml)"
+    )]
+    NoHeader {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The header is there but its checksum does not match the rest of the file.
+    #[error(
+        "results file {path} fails its checksum (header {expected}, contents {actual}): the \
+         file is corrupt or was changed outside esso; re-run it (esso run CONFIG.toml) or \
+         restore it from a copy"
+    )]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The SHA-256 in the header (hex).
+        expected: String,
+        /// The SHA-256 of the bytes after the header (hex).
+        actual: String,
+    },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 (hex) of everything after the user block of the open file `file`, reading at
+/// most [`MAX_RESULTS_FILE_BYTES`].
+fn body_sha256(path: &Path, file: &mut File) -> std::result::Result<String, IntegrityError> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Seek, SeekFrom};
+    let io = |source| IntegrityError::Io { path: path.to_path_buf(), source };
+    file.seek(SeekFrom::Start(USERBLOCK_BYTES)).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0_u8; 64 << 10];
+    // `take` bounds the read even if the file grows after its size was checked.
+    let mut body = file.take(MAX_RESULTS_FILE_BYTES);
+    loop {
+        let n = body.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The header for a body whose SHA-256 is `sha256`: the magic line, `sha256 <hex>`, then
+/// zeros up to [`USERBLOCK_BYTES`].
+fn header_bytes(sha256: &str) -> Vec<u8> {
+    let mut header = format!("{HEADER_MAGIC}\nsha256 {sha256}\n").into_bytes();
+    header.resize(USERBLOCK_BYTES as usize, 0);
+    header
+}
+
+/// Writes the checksum header into the user block of the results file at `path`: the
+/// SHA-256 of every byte after it. Writers call it once the HDF5 file is closed, before the
+/// rename into place; it also re-stamps a file changed on purpose (tests, the fuzzer's
+/// forged target).
+///
+/// # Errors
+/// [`IntegrityError::Io`] when the file cannot be read or written, or is shorter than the
+/// user block; [`IntegrityError::TooLarge`] above [`MAX_RESULTS_FILE_BYTES`].
+pub fn stamp_results_file(path: &Path) -> std::result::Result<(), IntegrityError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |source| IntegrityError::Io { path: path.to_path_buf(), source };
+    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size < USERBLOCK_BYTES {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("shorter than the {USERBLOCK_BYTES}-byte user block"),
+        )));
+    }
+    if size > MAX_RESULTS_FILE_BYTES + USERBLOCK_BYTES {
+        return Err(IntegrityError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit: MAX_RESULTS_FILE_BYTES + USERBLOCK_BYTES,
+        });
+    }
+    let sha256 = body_sha256(path, &mut file)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.write_all(&header_bytes(&sha256)).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(())
+}
+
+/// Checks that the file at `path` is a results file of this esso, intact: size within
+/// [`MAX_RESULTS_FILE_BYTES`], the checksum header in its user block, and the SHA-256 of
+/// the rest equal to the header's. Every reader in this module calls it before HDF5 sees
+/// the file, so that a damaged or foreign file never reaches the C library (which can
+/// crash or hang on one: docs/fuzzing.md).
+///
+/// A file changed between this check and HDF5's open is not covered; esso's writers
+/// replace files by rename, never in place.
+///
+/// # Errors
+/// [`IntegrityError`], naming the file.
+pub fn verify_results_file(path: &Path) -> std::result::Result<(), IntegrityError> {
+    let io = |source| IntegrityError::Io { path: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let limit = MAX_RESULTS_FILE_BYTES + USERBLOCK_BYTES;
+    if size > limit {
+        return Err(IntegrityError::TooLarge { path: path.to_path_buf(), size, limit });
+    }
+    let mut header = vec![0_u8; USERBLOCK_BYTES as usize];
+    let mut filled = 0;
+    while filled < header.len() {
+        let n = file.read(&mut header[filled..]).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    let no_header = || IntegrityError::NoHeader { path: path.to_path_buf() };
+    let magic = format!("{HEADER_MAGIC}\nsha256 ");
+    let Some(rest) = header[..filled].strip_prefix(magic.as_bytes()) else {
+        return Err(no_header());
+    };
+    let expected = match rest.get(..65) {
+        Some(h) if h[64] == b'\n' && h[..64].iter().all(|b| b.is_ascii_hexdigit()) => {
+            String::from_utf8_lossy(&h[..64]).to_ascii_lowercase()
+        }
+        _ => return Err(no_header()),
+    };
+    if filled < header.len() {
+        // Truncated inside the user block: the body is empty, which no writer produces.
+        return Err(IntegrityError::Mismatch {
+            path: path.to_path_buf(),
+            expected,
+            actual: format!("none (the file ends at byte {filled})"),
+        });
+    }
+    let actual = body_sha256(path, &mut file)?;
+    if actual != expected {
+        return Err(IntegrityError::Mismatch { path: path.to_path_buf(), expected, actual });
+    }
+    Ok(())
+}
+
+/// Opens a results file read-only after [`verify_results_file`].
+fn open_verified(path: &Path) -> Result<hdf5::File> {
+    verify_results_file(path)?;
+    Ok(hdf5::File::with_options().with_fapl(no_file_locking).open(path)?)
+}
 
 /// Columns of f64 with names: one HDF5 group, one 1-D dataset per column.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -159,12 +349,50 @@ fn attr_str(loc: &hdf5::Location, name: &str, value: &str) -> Result<()> {
 }
 
 fn read_attr_str(loc: &hdf5::Location, name: &str) -> Result<String> {
-    Ok(loc
+    let value = loc
         .attr(name)
         .with_context(|| format!("missing attribute {name}"))?
-        .read_scalar::<VarLenUnicode>()?
-        .as_str()
-        .to_string())
+        .read_scalar::<VarLenUnicode>()?;
+    text_from_bytes(value.as_bytes(), name)
+}
+
+/// Text from an attribute's bytes, checked: hdf5-metno's `VarLenUnicode::as_str` trusts the
+/// file to hold UTF-8 and a corrupt attribute would make it an invalid `&str`.
+fn text_from_bytes(bytes: &[u8], name: &str) -> Result<String> {
+    // Checked before copying, so a corrupt attribute is not held twice.
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|e| anyhow::anyhow!("attribute {name} is not valid UTF-8 text: {e}"))
+}
+
+/// Refuses a dataset whose declared size cannot be in the file: esso writes unfiltered
+/// (uncompressed) datasets, contiguous, or chunked when empty (hdf5-metno's choice), so
+/// their bytes are at most the file's size; a corrupt shape would otherwise ask for
+/// terabytes (an abort, not an error) or overflow.
+fn check_dataset(ds: &hdf5::Dataset, name: &str, file_bytes: u64) -> Result<()> {
+    use hdf5::dataset::Layout;
+    let layout = ds.layout();
+    if !matches!(layout, Layout::Contiguous | Layout::Compact | Layout::Chunked) {
+        bail!("dataset {name} has layout {layout:?}, which esso never writes");
+    }
+    if !ds.filters().is_empty() {
+        bail!("dataset {name} is filtered (compressed), which esso never writes");
+    }
+    // Read as f64, so at least 8 bytes per element are allocated whatever the stored type.
+    let element = (ds.dtype()?.size() as u64).max(8);
+    let bytes = ds
+        .shape()
+        .iter()
+        .try_fold(1_u64, |n, &d| n.checked_mul(d as u64))
+        .and_then(|n| n.checked_mul(element));
+    match bytes {
+        Some(b) if b <= file_bytes => Ok(()),
+        _ => bail!(
+            "dataset {name} declares shape {:?} ({}) but the file has {file_bytes} bytes",
+            ds.shape(),
+            bytes.map_or("more than 2^64 bytes".to_string(), |b| format!("{b} bytes"))
+        ),
+    }
 }
 
 fn write_table(file: &hdf5::File, group: &str, table: &Table) -> Result<()> {
@@ -177,7 +405,7 @@ fn write_table(file: &hdf5::File, group: &str, table: &Table) -> Result<()> {
     Ok(())
 }
 
-fn read_table(file: &hdf5::File, group: &str) -> Result<Table> {
+fn read_table(file: &hdf5::File, group: &str, file_bytes: u64) -> Result<Table> {
     let g = file.group(group).with_context(|| format!("missing group /{group}"))?;
     let order = read_attr_str(&g, "columns")?;
     let names: Vec<String> =
@@ -185,6 +413,7 @@ fn read_table(file: &hdf5::File, group: &str) -> Result<Table> {
     let mut columns = Vec::with_capacity(names.len());
     for name in &names {
         let ds = g.dataset(name).with_context(|| format!("missing dataset /{group}/{name}"))?;
+        check_dataset(&ds, &format!("/{group}/{name}"), file_bytes)?;
         columns.push(ds.read_raw::<f64>()?);
     }
     Ok(Table { names, columns })
@@ -201,7 +430,8 @@ impl RunRecord {
     /// file is removed when writing or renaming fails (a full disk keeps no space held).
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = tmp_path(path);
-        if let Err(err) = self.write(&tmp) {
+        let written = self.write(&tmp).and_then(|()| Ok(stamp_results_file(&tmp)?));
+        if let Err(err) = written {
             let _ = std::fs::remove_file(&tmp);
             return Err(err.context(format!(
                 "writing results file {} (is the disk full or the folder read-only?)",
@@ -221,7 +451,10 @@ impl RunRecord {
     }
 
     fn write(&self, path: &Path) -> Result<()> {
-        let file = hdf5::File::with_options().with_fapl(no_file_locking).create(path)?;
+        let file = hdf5::File::with_options()
+            .with_fapl(no_file_locking)
+            .with_fcpl(|fcpl| fcpl.userblock(USERBLOCK_BYTES))
+            .create(path)?;
         file.new_attr::<u32>().create("format_version")?.write_scalar(&FORMAT_VERSION)?;
         attr_str(&file, "name", &self.name)?;
         attr_str(&file, "config", &self.config_toml)?;
@@ -263,7 +496,9 @@ impl RunRecord {
             g.new_dataset_builder().with_data(w).create("weight")?;
             g.new_dataset_builder().with_data(b).create("bias")?;
         }
-        file.flush()?;
+        drop((arrays, weights));
+        // Closed before the caller stamps the checksum: HDF5 writes nothing after this.
+        file.close()?;
         Ok(())
     }
 
@@ -276,7 +511,8 @@ impl RunRecord {
     }
 
     fn read(path: &Path) -> Result<RunRecord> {
-        let file = hdf5::File::with_options().with_fapl(no_file_locking).open(path)?;
+        let file = open_verified(path)?;
+        let file_bytes = std::fs::metadata(path)?.len();
         let version = file.attr("format_version")?.read_scalar::<u32>()?;
         if version != FORMAT_VERSION {
             bail!("format version {version}, this esso reads {FORMAT_VERSION}");
@@ -295,6 +531,7 @@ impl RunRecord {
         let mut arrays = Vec::new();
         for name in names.split(',').filter(|s| !s.is_empty()) {
             let ds = arrays_group.dataset(name)?;
+            check_dataset(&ds, &format!("/arrays/{name}"), file_bytes)?;
             arrays.push(Matrix { path: name.to_string(), values: ds.read_2d::<f64>()? });
         }
         let weights_group = file.group("weights")?;
@@ -302,10 +539,10 @@ impl RunRecord {
         let mut weights = Vec::new();
         for layer_idx in 0..n_layers {
             let g = weights_group.group(&format!("layer_{layer_idx}"))?;
-            weights.push((
-                g.dataset("weight")?.read_2d::<f64>()?,
-                g.dataset("bias")?.read_1d::<f64>()?,
-            ));
+            let (weight, bias) = (g.dataset("weight")?, g.dataset("bias")?);
+            check_dataset(&weight, &format!("/weights/layer_{layer_idx}/weight"), file_bytes)?;
+            check_dataset(&bias, &format!("/weights/layer_{layer_idx}/bias"), file_bytes)?;
+            weights.push((weight.read_2d::<f64>()?, bias.read_1d::<f64>()?));
         }
         Ok(RunRecord {
             name: read_attr_str(&file, "name")?,
@@ -314,12 +551,12 @@ impl RunRecord {
             esso_version: read_attr_str(&file, "esso_version")?,
             git_revision: read_attr_str(&file, "git_revision")?,
             status,
-            epochs: read_table(&file, "epochs")?,
-            evals: read_table(&file, "evals")?,
-            steps: read_table(&file, "steps")?,
-            curvature: read_table(&file, "curvature")?,
+            epochs: read_table(&file, "epochs", file_bytes)?,
+            evals: read_table(&file, "evals", file_bytes)?,
+            steps: read_table(&file, "steps", file_bytes)?,
+            curvature: read_table(&file, "curvature", file_bytes)?,
             top_eigenvalue: if file.link_exists("top_eigenvalue") {
-                read_table(&file, "top_eigenvalue")?
+                read_table(&file, "top_eigenvalue", file_bytes)?
             } else {
                 Table::default()
             },
@@ -455,7 +692,10 @@ fn read_attr(loc: &hdf5::Location, name: &str) -> Result<AttrValue> {
     Ok(match attr.dtype()?.to_descriptor()? {
         T::Float(_) => AttrValue::Float(attr.read_scalar::<f64>()?),
         T::Integer(_) | T::Unsigned(_) | T::Boolean => AttrValue::Int(attr.read_scalar::<i64>()?),
-        _ => AttrValue::Text(attr.read_scalar::<VarLenUnicode>()?.as_str().to_string()),
+        T::VarLenUnicode | T::VarLenAscii => {
+            AttrValue::Text(text_from_bytes(attr.read_scalar::<VarLenUnicode>()?.as_bytes(), name)?)
+        }
+        other => bail!("attribute {name} has type {other}, which esso never writes"),
     })
 }
 
@@ -482,7 +722,12 @@ fn write_section(analysis: &hdf5::Group, section: &AnalysisSection) -> Result<()
     Ok(())
 }
 
-fn read_group_into(group: &hdf5::Group, prefix: &str, section: &mut AnalysisSection) -> Result<()> {
+fn read_group_into(
+    group: &hdf5::Group,
+    prefix: &str,
+    section: &mut AnalysisSection,
+    file_bytes: u64,
+) -> Result<()> {
     for name in group.attr_names()? {
         let value = read_attr(group, &name)?;
         section.attributes.insert(format!("{prefix}{name}"), value);
@@ -490,9 +735,10 @@ fn read_group_into(group: &hdf5::Group, prefix: &str, section: &mut AnalysisSect
     for name in group.member_names()? {
         let key = format!("{prefix}{name}");
         if let Ok(ds) = group.dataset(&name) {
+            check_dataset(&ds, &key, file_bytes)?;
             section.datasets.insert(key, ds.read_dyn::<f64>()?);
         } else if let Ok(sub) = group.group(&name) {
-            read_group_into(&sub, &format!("{key}/"), section)?;
+            read_group_into(&sub, &format!("{key}/"), section, file_bytes)?;
         }
     }
     Ok(())
@@ -521,13 +767,17 @@ pub fn write_analysis(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
         )));
     }
     let written = (|| -> Result<()> {
+        // The copy is what HDF5 opens, so the copy is what is verified.
+        verify_results_file(&tmp)?;
         let file = hdf5::File::with_options().with_fapl(no_file_locking).open_rw(&tmp)?;
         let analysis = ensure_group(&file, ANALYSIS_GROUP)?;
         for section in sections {
             write_section(&analysis, section)
                 .with_context(|| format!("section /{ANALYSIS_GROUP}/{}", section.name))?;
         }
-        file.flush()?;
+        drop(analysis);
+        file.close()?;
+        stamp_results_file(&tmp)?;
         Ok(())
     })();
     if let Err(err) = written {
@@ -552,7 +802,8 @@ pub fn write_analysis(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
 /// A missing or corrupt file, with the path.
 pub fn read_analysis(path: &Path) -> Result<Vec<AnalysisSection>> {
     let read = || -> Result<Vec<AnalysisSection>> {
-        let file = hdf5::File::with_options().with_fapl(no_file_locking).open(path)?;
+        let file = open_verified(path)?;
+        let file_bytes = std::fs::metadata(path)?.len();
         if !file.link_exists(ANALYSIS_GROUP) {
             return Ok(Vec::new());
         }
@@ -560,7 +811,7 @@ pub fn read_analysis(path: &Path) -> Result<Vec<AnalysisSection>> {
         let mut sections = Vec::new();
         for name in analysis.member_names()? {
             let mut section = AnalysisSection::new(&name);
-            read_group_into(&analysis.group(&name)?, "", &mut section)?;
+            read_group_into(&analysis.group(&name)?, "", &mut section, file_bytes)?;
             sections.push(section);
         }
         Ok(sections)

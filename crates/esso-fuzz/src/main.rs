@@ -88,6 +88,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             for t in targets::all() {
                 println!("{:<16} bound {:>4} MiB  {}", t.name, t.memory_bound_mib, t.about);
             }
+            println!("\nKnown to fail (outside esso), run only when named:");
+            for t in targets::known_failing() {
+                println!("{:<16} bound {:>4} MiB  {}", t.name, t.memory_bound_mib, t.about);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { target, file } => {
