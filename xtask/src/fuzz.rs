@@ -8,7 +8,8 @@ use anyhow::Result;
 #[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
     /// Only these targets, comma-separated (idx, idx-file, experiment-toml, model-json,
-    /// results-h5).
+    /// results-h5, and results-h5-forged, which only runs when named: it is known to crash
+    /// inside HDF5 1.10.8, docs/fuzzing.md).
     #[arg(long)]
     target: Option<String>,
     /// Inputs per target (`cargo xtask test` runs [`CI_ITERATIONS`] of [`CI_TARGETS`]).
@@ -30,7 +31,7 @@ pub struct FuzzArgs {
 
 /// The targets and the number of inputs `cargo xtask test` fuzzes: a short run of every
 /// target that must pass (the full one is `cargo xtask fuzz --iterations 1000000`).
-pub const CI_TARGETS: &str = "idx,idx-file,model-json,experiment-toml";
+pub const CI_TARGETS: &str = "idx,idx-file,model-json,experiment-toml,results-h5";
 
 /// Inputs per target in `cargo xtask test`.
 pub const CI_ITERATIONS: u64 = 20_000;
