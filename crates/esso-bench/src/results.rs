@@ -429,25 +429,14 @@ impl RunRecord {
     /// The temporary name is unique to this writer (`<file>.tmp-<pid>-<n>`) and the temporary
     /// file is removed when writing or renaming fails (a full disk keeps no space held).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = tmp_path(path);
-        let written = self.write(&tmp).and_then(|()| Ok(stamp_results_file(&tmp)?));
-        if let Err(err) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err.context(format!(
-                "writing results file {} (is the disk full or the folder read-only?)",
-                tmp.display()
-            )));
-        }
-        failpoint("results-tmp");
-        if let Err(err) = std::fs::rename(&tmp, path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(anyhow::Error::new(err).context(format!(
-                "renaming {} to {}",
-                tmp.display(),
-                path.display()
-            )));
-        }
-        Ok(())
+        replace_atomically(path, "results-tmp", |tmp| {
+            self.write(tmp).and_then(|()| Ok(stamp_results_file(tmp)?)).with_context(|| {
+                format!(
+                    "writing results file {} (is the disk full or the folder read-only?)",
+                    tmp.display()
+                )
+            })
+        })
     }
 
     fn write(&self, path: &Path) -> Result<()> {
@@ -757,33 +746,45 @@ fn read_group_into(
 /// run.
 pub fn write_analysis(path: &Path, sections: &[AnalysisSection]) -> Result<()> {
     let _lock = RunLock::acquire(path)?;
+    replace_atomically(path, "analysis-tmp", |tmp| {
+        std::fs::copy(path, tmp)
+            .with_context(|| format!("copying {} to {}", path.display(), tmp.display()))?;
+        (|| -> Result<()> {
+            // The copy is what HDF5 opens, so the copy is what is verified.
+            verify_results_file(tmp)?;
+            let file = hdf5::File::with_options().with_fapl(no_file_locking).open_rw(tmp)?;
+            let analysis = ensure_group(&file, ANALYSIS_GROUP)?;
+            for section in sections {
+                write_section(&analysis, section)
+                    .with_context(|| format!("section /{ANALYSIS_GROUP}/{}", section.name))?;
+            }
+            drop(analysis);
+            file.close()?;
+            stamp_results_file(tmp)?;
+            Ok(())
+        })()
+        .with_context(|| format!("writing the analysis into {}", tmp.display()))
+    })
+}
+
+/// Replaces `path` atomically: `write` fills a temporary sibling unique to this writer
+/// ([`tmp_path`]), which is then renamed over `path`. The temporary is removed when either
+/// fails, so a full disk keeps no space held; `failpoint` names the test hook between the
+/// two (`ESSO_FAILPOINT`).
+///
+/// # Errors
+/// `write`'s error, or the rename's naming both paths.
+pub(crate) fn replace_atomically(
+    path: &Path,
+    failpoint_name: &str,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let tmp = tmp_path(path);
-    if let Err(err) = std::fs::copy(path, &tmp) {
+    if let Err(err) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(err).context(format!(
-            "copying {} to {}",
-            path.display(),
-            tmp.display()
-        )));
+        return Err(err);
     }
-    let written = (|| -> Result<()> {
-        // The copy is what HDF5 opens, so the copy is what is verified.
-        verify_results_file(&tmp)?;
-        let file = hdf5::File::with_options().with_fapl(no_file_locking).open_rw(&tmp)?;
-        let analysis = ensure_group(&file, ANALYSIS_GROUP)?;
-        for section in sections {
-            write_section(&analysis, section)
-                .with_context(|| format!("section /{ANALYSIS_GROUP}/{}", section.name))?;
-        }
-        drop(analysis);
-        file.close()?;
-        stamp_results_file(&tmp)?;
-        Ok(())
-    })();
-    if let Err(err) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err.context(format!("writing the analysis into {}", tmp.display())));
-    }
+    failpoint(failpoint_name);
     if let Err(err) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(anyhow::Error::new(err).context(format!(

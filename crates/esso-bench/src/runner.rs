@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::results::{
-    Matrix, RunLock, RunRecord, RunStatus, Table, failpoint, remove_stale_temporaries, tmp_path,
+    Matrix, RunLock, RunRecord, RunStatus, Table, failpoint, remove_stale_temporaries,
+    replace_atomically,
 };
 
 /// Largest |symlog(e)| = log10(1 + |e|) covered by the curvature histograms (|e| ≤ 1e6);
@@ -343,23 +344,14 @@ fn weights_of(mlp: &Mlp) -> Vec<(Array2<f64>, ndarray::Array1<f64>)> {
 /// Writes `text` to a temporary sibling unique to this writer and renames it to `path`;
 /// the temporary is removed when either fails.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = tmp_path(path);
-    if let Err(err) = std::fs::write(&tmp, text) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(err).context(format!(
-            "writing checkpoint {} (is the disk full or the folder read-only?)",
-            tmp.display()
-        )));
-    }
-    failpoint("checkpoint-tmp");
-    if let Err(err) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(err).context(format!(
-            "renaming {} to {}",
-            tmp.display(),
-            path.display()
-        )));
-    }
+    replace_atomically(path, "checkpoint-tmp", |tmp| {
+        std::fs::write(tmp, text).with_context(|| {
+            format!(
+                "writing checkpoint {} (is the disk full or the folder read-only?)",
+                tmp.display()
+            )
+        })
+    })?;
     failpoint("checkpoint-rename");
     Ok(())
 }
