@@ -116,8 +116,9 @@ fn a_model_file_too_large_to_parse_is_refused_before_reading() {
 
 #[test]
 fn the_wide_and_the_deep_models_of_the_issue_are_refused() {
-    // 10 → 10,000 → 10 reached 15 GB in 60 s; 3,000 layers of 2 units aborted on a 1.15 GB
-    // allocation. An explicit limit keeps the outcome the same on every machine.
+    // A wide model (whole-network matrices of 20,010²) and a deep one (a Gram matrix of
+    // 11,998²), both far beyond a workstation. An explicit limit keeps the outcome the same
+    // on every machine.
     let wide = model_json(&[10, 10_000, 10], 0.3);
     let err = assert_refused(&hessian(&wide, &["--max-memory", "8GiB"]));
     assert!(err.contains("10 -> 10000 -> 10 network (210010 parameters"), "{err}");
