@@ -1,4 +1,7 @@
 //! `cargo xtask fuzz`: builds esso-fuzz in release and runs it (docs/fuzzing.md).
+//!
+//! The arguments go to `esso-fuzz run` as they are, so its options and their defaults are
+//! defined once, in crates/esso-fuzz.
 
 use std::path::Path;
 
@@ -7,30 +10,16 @@ use anyhow::Result;
 /// Arguments of `cargo xtask fuzz`.
 #[derive(Debug, clap::Args)]
 pub struct FuzzArgs {
-    /// Only these targets, comma-separated (idx, idx-file, experiment-toml, model-json,
-    /// results-h5, and results-h5-forged, which only runs when named: it is known to crash
-    /// inside HDF5 1.10.8, docs/fuzzing.md).
-    #[arg(long)]
-    target: Option<String>,
-    /// Inputs per target (`cargo xtask test` runs [`CI_ITERATIONS`] of [`CI_TARGETS`]).
-    #[arg(long, default_value_t = 100_000)]
-    iterations: u64,
-    /// Seed of the mutator.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// First input index, to replay one saved failure (with `--iterations 1`).
-    #[arg(long, default_value_t = 0)]
-    start: u64,
-    /// Crashes and hangs after which a target stops.
-    #[arg(long, default_value_t = 20)]
-    max_crashes: usize,
-    /// Seconds without progress after which an input counts as a hang.
-    #[arg(long, default_value_t = 10)]
-    hang_seconds: u64,
+    /// Options of `esso-fuzz run`, passed on as they are: `--target A,B` (the targets:
+    /// `cargo run -p esso-fuzz -- list`; `results-h5-forged` only runs when named, as it is
+    /// known to crash inside HDF5 1.10.8), `--iterations N`, `--seed S`, `--start I`,
+    /// `--hang-seconds S`, `--max-crashes N`, `--out DIR` (default target/fuzz).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS")]
+    options: Vec<String>,
 }
 
-/// The targets and the number of inputs `cargo xtask test` fuzzes: a short run of every
-/// target that must pass (the full one is `cargo xtask fuzz --iterations 1000000`).
+/// The targets `cargo xtask test` fuzzes: every target that must pass (the full run is
+/// `cargo xtask fuzz --iterations 1000000`).
 pub const CI_TARGETS: &str = "idx,idx-file,model-json,experiment-toml,results-h5";
 
 /// Inputs per target in `cargo xtask test`.
@@ -41,33 +30,23 @@ pub const CI_ITERATIONS: u64 = 20_000;
 /// # Errors
 /// As [`run`].
 pub fn run_ci(root: &Path) -> Result<()> {
-    run(
-        root,
-        &FuzzArgs {
-            target: Some(CI_TARGETS.to_owned()),
-            iterations: CI_ITERATIONS,
-            seed: 0,
-            start: 0,
-            max_crashes: 20,
-            hang_seconds: 10,
-        },
-    )
+    let options =
+        ["--target", CI_TARGETS, "--iterations", &CI_ITERATIONS.to_string()].map(str::to_owned);
+    run(root, &FuzzArgs { options: options.to_vec() })
 }
 
 /// Runs the fuzzer; fails when any target found a panic, a crash, a hang or too much memory
 /// (the failing inputs are under target/fuzz/failures/).
+///
+/// # Errors
+/// A failed build, or a fuzzing run that found a failure.
 pub fn run(root: &Path, args: &FuzzArgs) -> Result<()> {
     let mut cmd = super::cargo(root);
     cmd.args(["run", "--release", "--quiet", "-p", "esso-fuzz", "--", "run"]);
-    if let Some(target) = &args.target {
-        cmd.args(["--target", target]);
+    cmd.args(&args.options);
+    // esso-fuzz's default folder is relative to where it runs: anchor it at the workspace.
+    if !args.options.iter().any(|o| o == "--out" || o.starts_with("--out=")) {
+        cmd.arg("--out").arg(root.join("target/fuzz"));
     }
-    cmd.args(["--iterations", &args.iterations.to_string()])
-        .args(["--seed", &args.seed.to_string()])
-        .args(["--start", &args.start.to_string()])
-        .args(["--max-crashes", &args.max_crashes.to_string()])
-        .args(["--hang-seconds", &args.hang_seconds.to_string()])
-        .arg("--out")
-        .arg(root.join("target/fuzz"));
     super::run(&mut cmd, "esso-fuzz (release)")
 }
